@@ -1,0 +1,419 @@
+"""The vit-finetune Vision Transformer, top to bottom in the order data flows through it.
+
+    pixels -> PatchEmbedding -> (+ CLS token, + position embeddings) -> Block x N -> LayerNorm -> pool -> head
+
+This file is copied next to every saved model (remote code), so it imports nothing but torch and
+transformers: a user without vit-finetune installed loads a shared model with `trust_remote_code=True`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+
+from .configuration_vit import ViTConfig
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Patch embedding: image (B, C, H, W) -> tokens (B, H/p * W/p, D)
+
+
+class ConvStem(nn.Module):
+    """A small convolutional stem (Xiao et al. 2021, "Early convolutions help transformers see better").
+
+    3x3 stride-2 convolutions with BatchNorm and ReLU halve the resolution until the total stride equals
+    the patch size, then a 1x1 convolution projects to the token width. It gives the transformer the
+    locality prior that small datasets cannot teach it.
+    """
+
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_channels, out_channels = config.num_channels, config.conv_stem_channels
+        for _ in range(int(math.log2(config.patch_size))):
+            layers += [
+                nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(out_channels),
+                nn.ReLU(inplace=True),
+            ]
+            in_channels, out_channels = out_channels, min(out_channels * 2, config.hidden_size)
+        layers.append(nn.Conv2d(in_channels, config.hidden_size, kernel_size=1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.layers(pixel_values)
+
+
+class PatchEmbedding(nn.Module):
+    """Cuts the image into patches and projects each one to a token of width `hidden_size`."""
+
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        self.num_channels = config.num_channels
+        self.patch_size = config.patch_size
+        if config.patch_embedding == "patch":
+            # One strided convolution = a linear projection of each flattened patch (the original ViT).
+            self.projection = nn.Conv2d(
+                config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
+            )
+        else:
+            self.projection = ConvStem(config)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if pixel_values.shape[1] != self.num_channels:
+            raise ValueError(
+                f"pixel_values has {pixel_values.shape[1]} channels but the model expects "
+                f"config.num_channels={self.num_channels}"
+            )
+        height, width = pixel_values.shape[-2:]
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(
+                f"image size {height}x{width} is not divisible by config.patch_size={self.patch_size}"
+            )
+        return self.projection(pixel_values).flatten(2).transpose(1, 2)
+
+
+def sincos_position_table(grid_height: int, grid_width: int, dim: int) -> torch.Tensor:
+    """The fixed 2D sine-cosine table of MAE: half the channels encode the row, half the column.
+
+    Returns (1 + grid_height * grid_width, dim); the first row (the CLS token's) is zeros.
+    """
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    rows, cols = torch.meshgrid(
+        torch.arange(grid_height, dtype=torch.float64), torch.arange(grid_width, dtype=torch.float64), indexing="ij"
+    )
+    row_angles = rows.reshape(-1, 1) * omega
+    col_angles = cols.reshape(-1, 1) * omega
+    table = torch.cat([col_angles.sin(), col_angles.cos(), row_angles.sin(), row_angles.cos()], dim=1)
+    return torch.cat([torch.zeros(1, dim, dtype=torch.float64), table]).float()
+
+
+def resize_position_table(table: torch.Tensor, new_grid: tuple[int, int]) -> torch.Tensor:
+    """Bicubically resizes a learned (1, 1 + h*w, D) table to another patch grid; CLS row kept as is."""
+    cls_row, patch_rows = table[:, :1], table[:, 1:]
+    old_side = int(math.sqrt(patch_rows.shape[1]))
+    if old_side * old_side != patch_rows.shape[1]:
+        raise ValueError(f"cannot resize a position table of {patch_rows.shape[1]} patches (not a square grid)")
+    if (old_side, old_side) == tuple(new_grid):
+        return table
+    grid = patch_rows.reshape(1, old_side, old_side, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=new_grid, mode="bicubic", align_corners=False).to(table.dtype)
+    return torch.cat([cls_row, grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], -1)], dim=1)
+
+
+class ViTEmbeddings(nn.Module):
+    """Patch tokens, a learnable CLS token in front, plus position embeddings."""
+
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        self.config = config
+        self.patch_embeddings = PatchEmbedding(config)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        grid = config.image_size // config.patch_size
+        self.grid = (grid, grid)
+        if config.position_embedding == "learned":
+            self.position_embeddings = nn.Parameter(torch.zeros(1, 1 + grid * grid, config.hidden_size))
+        else:
+            # Fixed table: computed, not a parameter, so it is neither trained nor saved.
+            self.position_embeddings = None
+        self._sincos_cache: dict[tuple, torch.Tensor] = {}
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def position_table(self, grid: tuple[int, int], interpolate: bool, like: torch.Tensor) -> torch.Tensor:
+        if self.position_embeddings is None:
+            key = (grid, like.device, like.dtype)
+            if key not in self._sincos_cache:
+                table = sincos_position_table(*grid, self.config.hidden_size)
+                self._sincos_cache[key] = table.unsqueeze(0).to(device=like.device, dtype=like.dtype)
+            return self._sincos_cache[key]
+        if grid == self.grid:
+            return self.position_embeddings
+        if not interpolate:
+            raise ValueError(
+                f"input gives a {grid[0]}x{grid[1]} patch grid but the model was built for "
+                f"{self.grid[0]}x{self.grid[1]} (image_size={self.config.image_size}); "
+                "pass interpolate_pos_encoding=True to run at another resolution"
+            )
+        return resize_position_table(self.position_embeddings, grid)
+
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        height, width = pixel_values.shape[-2:]
+        grid = (height // self.config.patch_size, width // self.config.patch_size)
+        tokens = self.patch_embeddings(pixel_values)
+        cls = self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
+        tokens = torch.cat([cls, tokens], dim=1)
+        tokens = tokens + self.position_table(grid, interpolate_pos_encoding, tokens)
+        return self.dropout(tokens)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The encoder: pre-norm blocks of self-attention and MLP, each wrapped in a residual connection
+
+
+class ViTAttention(nn.Module):
+    """Multi-head self-attention with one fused query/key/value projection (one matmul instead of three)."""
+
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
+        self.attention_dropout = config.attention_probs_dropout_prob
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self, hidden_states: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, tokens, width = hidden_states.shape
+        # (B, T, 3D) -> 3 x (B, heads, T, head_dim)
+        qkv = self.qkv(hidden_states).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        query, key, value = qkv.unbind(0)
+        dropout = self.attention_dropout if self.training else 0.0
+
+        probs = None
+        if output_attentions or self.config._attn_implementation == "eager":
+            # Eager path: materialises the probabilities, which the demo draws.
+            scores = (query * self.scale) @ key.transpose(-2, -1)
+            probs = scores.softmax(dim=-1)
+            context = F.dropout(probs, p=dropout, training=self.training) @ value
+        else:
+            context = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout)
+
+        context = context.transpose(1, 2).reshape(batch, tokens, width)
+        return self.proj_dropout(self.proj(context)), probs
+
+
+class ViTMLP(nn.Module):
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.fc2(self.act(self.fc1(hidden_states))))
+
+
+class LayerScale(nn.Module):
+    """Per-channel learned scaling of a residual branch (CaiT / DeiT III), stabilises deeper models."""
+
+    def __init__(self, dim: int, init_value: float):
+        super().__init__()
+        self.init_value = init_value
+        self.gamma = nn.Parameter(torch.full((dim,), init_value))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states * self.gamma
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: during training, drops a whole residual branch for a random subset of samples."""
+
+    def __init__(self, drop_prob: float):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return hidden_states
+        keep = 1.0 - self.drop_prob
+        mask = hidden_states.new_empty((hidden_states.shape[0],) + (1,) * (hidden_states.dim() - 1)).bernoulli_(keep)
+        return hidden_states * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+class ViTLayer(GradientCheckpointingLayer):
+    """One pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: ViTConfig, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = ViTAttention(config)
+        self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = ViTMLP(config)
+        scale = config.layerscale_init
+        self.ls1 = LayerScale(config.hidden_size, scale) if scale is not None else nn.Identity()
+        self.ls2 = LayerScale(config.hidden_size, scale) if scale is not None else nn.Identity()
+        self.drop_path = DropPath(drop_path)
+
+    def forward(
+        self, hidden_states: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attention_output, probs = self.attention(self.norm1(hidden_states), output_attentions)
+        hidden_states = hidden_states + self.drop_path(self.ls1(attention_output))
+        hidden_states = hidden_states + self.drop_path(self.ls2(self.mlp(self.norm2(hidden_states))))
+        return hidden_states, probs
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Models
+
+
+class ViTPreTrainedModel(PreTrainedModel):
+    config_class = ViTConfig
+    config: ViTConfig
+    base_model_prefix = "vit"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    # FSDP and device_map keep each of these whole on one device.
+    _no_split_modules = ["ViTEmbeddings", "ViTLayer"]
+    _supports_sdpa = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # timm/DeiT initialisation: truncated normal for weights, zeros for biases, ones for norms.
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            init.trunc_normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            if isinstance(module, nn.BatchNorm2d):
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
+        elif isinstance(module, LayerScale):
+            init.constant_(module.gamma, module.init_value)
+        elif isinstance(module, ViTEmbeddings):
+            init.trunc_normal_(module.cls_token, mean=0.0, std=std)
+            if module.position_embeddings is not None:
+                init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
+
+
+class ViTModel(ViTPreTrainedModel):
+    """The backbone: embeddings, the stack of blocks and the final LayerNorm, plus pooling (no head)."""
+
+    def __init__(self, config: ViTConfig):
+        super().__init__(config)
+        self.embeddings = ViTEmbeddings(config)
+        depth = config.num_hidden_layers
+        # Stochastic depth grows linearly with depth: early blocks are kept more often.
+        rates = [config.drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.layers = nn.ModuleList([ViTLayer(config, rate) for rate in rates])
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> PatchEmbedding:
+        return self.embeddings.patch_embeddings
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | tuple:
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        weight = self.embeddings.patch_embeddings.projection
+        dtype = next(weight.parameters()).dtype
+        hidden_states = self.embeddings(pixel_values.to(dtype), interpolate_pos_encoding)
+
+        all_hidden_states = [hidden_states] if output_hidden_states else None
+        all_attentions = [] if output_attentions else None
+        for layer in self.layers:
+            hidden_states, probs = layer(hidden_states, output_attentions)
+            if output_hidden_states:
+                all_hidden_states.append(hidden_states)
+            if output_attentions:
+                all_attentions.append(probs)
+
+        sequence_output = self.layernorm(hidden_states)
+        if self.config.pooling == "cls":
+            pooled_output = sequence_output[:, 0]
+        else:
+            pooled_output = sequence_output[:, 1:].mean(dim=1)
+
+        hidden_states_out = tuple(all_hidden_states) if output_hidden_states else None
+        attentions_out = tuple(all_attentions) if output_attentions else None
+        if not return_dict:
+            return tuple(
+                v for v in (sequence_output, pooled_output, hidden_states_out, attentions_out) if v is not None
+            )
+        return BaseModelOutputWithPooling(
+            last_hidden_state=sequence_output,
+            pooler_output=pooled_output,
+            hidden_states=hidden_states_out,
+            attentions=attentions_out,
+        )
+
+
+class ViTForImageClassification(ViTPreTrainedModel):
+    """ViTModel plus a linear head on the pooled output (the CLS token, or the mean of the patch tokens)."""
+
+    def __init__(self, config: ViTConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.vit = ViTModel(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput | tuple:
+        """`labels`: class ids (B,) for single-label classification, or float targets (B, num_labels), which
+        are class probabilities (mixup/cutmix) under `problem_type="single_label_classification"` and 0/1
+        indicators under `"multi_label_classification"`; float (B,) or (B, num_labels) for regression."""
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.vit(
+            pixel_values,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            return_dict=True,
+        )
+        logits = self.classifier(outputs.pooler_output)
+        loss = self.compute_loss(logits, labels) if labels is not None else None
+        if not return_dict:
+            rest = tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
+            return ((loss,) if loss is not None else ()) + (logits,) + rest
+        return ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Loss by `config.problem_type`, inferred from the labels the first time as transformers does."""
+        labels = labels.to(logits.device)
+        if self.config.problem_type is None:
+            if self.num_labels == 1:
+                self.config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                self.config.problem_type = "single_label_classification"
+            else:
+                self.config.problem_type = "multi_label_classification"
+        logits = logits.float()  # losses in float32 whatever the autocast dtype
+        if self.config.problem_type == "regression":
+            if self.num_labels == 1:
+                return F.mse_loss(logits.squeeze(-1), labels.float().view(-1))
+            return F.mse_loss(logits, labels.float())
+        if self.config.problem_type == "single_label_classification":
+            if labels.dim() == 2 and labels.is_floating_point():  # soft targets (mixup, cutmix)
+                return F.cross_entropy(logits, labels.float())
+            return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        return F.binary_cross_entropy_with_logits(logits, labels.float())
+
+
+__all__ = ["ViTPreTrainedModel", "ViTModel", "ViTForImageClassification"]
