@@ -1,0 +1,268 @@
+"""The model itself: config validation, forward paths, losses, save/load and loading without our package."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+
+import vit_finetune
+from vit_finetune import ViTConfig, ViTForImageClassification, ViTModel
+from vit_finetune.modeling_vit import sincos_position_table
+
+TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=64, num_labels=3)
+
+
+def tiny(**overrides) -> ViTConfig:
+    return ViTConfig(**{**TINY, **overrides})
+
+
+@pytest.mark.parametrize(
+    "fields, field_name",
+    [
+        (dict(image_size=30), "image_size"),
+        (dict(hidden_size=33), "hidden_size"),
+        (dict(pooling="max"), "pooling"),
+        (dict(position_embedding="rope"), "position_embedding"),
+        (dict(patch_embedding="hybrid"), "patch_embedding"),
+        (dict(hidden_act="swish2"), "hidden_act"),
+        (dict(num_hidden_layers=0), "num_hidden_layers"),
+        (dict(drop_path_rate=1.5), "drop_path_rate"),
+        (dict(patch_embedding="conv", patch_size=6, image_size=36), "patch_size"),
+    ],
+)
+def test_impossible_config_names_the_field(fields, field_name):
+    with pytest.raises(ValueError, match=field_name):
+        tiny(**fields)
+
+
+@pytest.mark.parametrize("position_embedding", ["learned", "sincos"])
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("patch_embedding", ["patch", "conv"])
+def test_every_variant_runs_and_sdpa_matches_eager(position_embedding, pooling, patch_embedding):
+    torch.manual_seed(0)
+    config = tiny(position_embedding=position_embedding, pooling=pooling, patch_embedding=patch_embedding)
+    model = ViTForImageClassification(config).eval()
+    pixels = torch.randn(4, 3, 32, 32)
+    sdpa = model(pixels).logits
+    model.config._attn_implementation = "eager"
+    eager = model(pixels, output_attentions=True)
+    assert sdpa.shape == (4, 3)
+    torch.testing.assert_close(sdpa, eager.logits, atol=1e-5, rtol=1e-5)
+    # One attention map per layer, CLS + 16 patches, rows are probability distributions.
+    assert len(eager.attentions) == 2
+    assert eager.attentions[0].shape == (4, 2, 17, 17)
+    torch.testing.assert_close(eager.attentions[0].sum(-1), torch.ones(4, 2, 17))
+
+
+def test_pooling_changes_what_the_head_sees():
+    torch.manual_seed(0)
+    cls_model = ViTModel(tiny(pooling="cls")).eval()
+    mean_model = ViTModel(tiny(pooling="mean")).eval()
+    mean_model.load_state_dict(cls_model.state_dict())
+    pixels = torch.randn(2, 3, 32, 32)
+    out_cls, out_mean = cls_model(pixels), mean_model(pixels)
+    torch.testing.assert_close(out_cls.last_hidden_state, out_mean.last_hidden_state)
+    torch.testing.assert_close(out_cls.pooler_output, out_cls.last_hidden_state[:, 0])
+    torch.testing.assert_close(out_mean.pooler_output, out_mean.last_hidden_state[:, 1:].mean(1))
+
+
+def test_hidden_states_and_tuple_output():
+    model = ViTForImageClassification(tiny()).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    out = model(pixels, output_hidden_states=True)
+    assert len(out.hidden_states) == 3  # embeddings + one per layer
+    as_tuple = model(pixels, labels=torch.tensor([0, 1]), return_dict=False)
+    assert as_tuple[0].dim() == 0 and as_tuple[1].shape == (2, 3)
+
+
+def test_sincos_positions_are_fixed_and_distinct():
+    table = sincos_position_table(4, 4, 32)
+    assert table.shape == (17, 32)
+    assert torch.all(table[0] == 0)  # the CLS token gets no position
+    distances = torch.cdist(table[1:], table[1:]) + torch.eye(16)
+    assert distances.min() > 0.1  # every patch position is distinguishable
+    model = ViTForImageClassification(tiny(position_embedding="sincos"))
+    assert not any("position" in name for name, _ in model.named_parameters())
+
+
+def test_other_resolution_needs_interpolation_and_then_works():
+    model = ViTForImageClassification(tiny()).eval()
+    bigger = torch.randn(1, 3, 64, 48)
+    with pytest.raises(ValueError, match="interpolate_pos_encoding"):
+        model(bigger)
+    assert model(bigger, interpolate_pos_encoding=True).logits.shape == (1, 3)
+    # At the native resolution interpolation is the identity.
+    pixels = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(model(pixels).logits, model(pixels, interpolate_pos_encoding=True).logits)
+    sincos = ViTForImageClassification(tiny(position_embedding="sincos")).eval()
+    assert sincos(bigger, interpolate_pos_encoding=True).logits.shape == (1, 3)
+
+
+def test_wrong_channel_count_is_a_clear_error():
+    model = ViTForImageClassification(tiny(num_channels=1))
+    with pytest.raises(ValueError, match="num_channels=1"):
+        model(torch.randn(1, 3, 32, 32))
+
+
+def test_losses_follow_problem_type():
+    torch.manual_seed(0)
+    pixels = torch.randn(4, 3, 32, 32)
+    model = ViTForImageClassification(tiny()).eval()
+    labels = torch.tensor([0, 2, 1, 2])
+    hard = model(pixels, labels=labels)
+    assert model.config.problem_type == "single_label_classification"
+    expected = torch.nn.functional.cross_entropy(hard.logits, labels)
+    torch.testing.assert_close(hard.loss, expected)
+    # Soft targets (mixup/cutmix) equal to one-hot give the same loss as the class ids.
+    one_hot = torch.nn.functional.one_hot(labels, 3).float()
+    torch.testing.assert_close(model(pixels, labels=one_hot).loss, expected)
+
+    multi = ViTForImageClassification(tiny(problem_type="multi_label_classification")).eval()
+    targets = torch.tensor([[1.0, 0.0, 1.0]] * 4)
+    out = multi(pixels, labels=targets)
+    torch.testing.assert_close(out.loss, torch.nn.functional.binary_cross_entropy_with_logits(out.logits, targets))
+
+    regression = ViTForImageClassification(tiny(num_labels=1)).eval()
+    values = torch.randn(4)
+    out = regression(pixels, labels=values)
+    assert regression.config.problem_type == "regression"
+    torch.testing.assert_close(out.loss, torch.nn.functional.mse_loss(out.logits.squeeze(-1), values))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    pixels, labels = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
+    model = ViTForImageClassification(tiny())
+    model(pixels, labels=labels).loss.backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    # transformers 5.24 renamed gradient_checkpointing_enable; accept both.
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
+    model.train()
+    model(pixels, labels=labels).loss.backward()
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(parameter.grad, plain[name], msg=name)
+
+
+def test_drop_path_and_dropout_only_in_training():
+    torch.manual_seed(0)
+    model = ViTForImageClassification(tiny(drop_path_rate=0.5, hidden_dropout_prob=0.2))
+    pixels = torch.randn(8, 3, 32, 32)
+    model.eval()
+    torch.testing.assert_close(model(pixels).logits, model(pixels).logits)
+    model.train()
+    assert not torch.allclose(model(pixels).logits, model(pixels).logits)
+
+
+def test_init_is_sane():
+    model = ViTForImageClassification(ViTConfig())  # ViT-B/16
+    assert 85e6 < sum(p.numel() for p in model.parameters()) < 88e6
+    weight = model.vit.layers[0].attention.qkv.weight
+    assert abs(weight.std().item() - 0.02) < 0.003
+    assert torch.all(model.vit.layernorm.weight == 1)
+
+
+def test_save_and_load_round_trip_exactly(tmp_path):
+    torch.manual_seed(0)
+    config = tiny(patch_embedding="conv", id2label={0: "cat", 1: "dog", 2: "bird"})
+    model = ViTForImageClassification(config).eval()
+    # Give BatchNorm non-default running statistics: they must be saved too.
+    model.train()
+    model(torch.randn(4, 3, 32, 32))
+    model.eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    assert not list(tmp_path.glob("*.bin"))
+    loaded = ViTForImageClassification.from_pretrained(tmp_path).eval()
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    pixels = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(pixels).logits, loaded(pixels).logits)
+    assert loaded.config.id2label[2] == "bird"
+    auto = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    assert isinstance(auto, ViTForImageClassification)
+    assert isinstance(AutoModel.from_pretrained(tmp_path), ViTModel)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), ViTConfig)
+
+
+def test_remote_code_files_import_only_torch_and_transformers():
+    allowed = {"torch", "transformers", "math", "__future__"}
+    package = Path(vit_finetune.__file__).parent
+    for name in ("configuration_vit.py", "modeling_vit.py"):
+        tree = ast.parse((package / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                roots = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: only the sibling configuration file
+                    assert node.module == "configuration_vit", (name, node.module)
+                    continue
+                roots = {node.module.split(".")[0]}
+            else:
+                continue
+            assert roots <= allowed, (name, roots)
+
+
+def test_saved_folder_loads_where_vit_finetune_cannot_be_imported(tmp_path):
+    torch.manual_seed(0)
+    model = ViTForImageClassification(tiny(position_embedding="sincos", pooling="mean")).eval()
+    model.save_pretrained(tmp_path)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModelForImageClassification"] == "modeling_vit.ViTForImageClassification"
+    pixels = torch.randn(2, 3, 32, 32)
+    torch.save(pixels, tmp_path / "pixels.pt")
+    expected = model(pixels).logits
+
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["vit_finetune"] = None  # any import of our package now fails
+        try:
+            import vit_finetune
+        except ImportError:
+            pass
+        else:
+            raise SystemExit("vit_finetune was importable")
+        import torch
+        from transformers import AutoModelForImageClassification
+        model = AutoModelForImageClassification.from_pretrained({str(tmp_path)!r}, trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        pixels = torch.load({str(tmp_path / "pixels.pt")!r}, weights_only=True)
+        with torch.no_grad():
+            torch.save(model(pixels).logits, {str(tmp_path / "logits.pt")!r})
+    """)
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    logits = torch.load(tmp_path / "logits.pt", weights_only=True)
+    torch.testing.assert_close(logits, expected.detach())
+
+
+def test_import_stays_light():
+    # The package import must not drag in the data / demo stacks (transformers itself imports accelerate).
+    code = ("import sys, vit_finetune; heavy = [m for m in ('datasets', 'gradio', 'matplotlib', "
+            "'timm', 'evaluate', 'kornia', 'sklearn') if m in sys.modules]; print(heavy)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_cli_lists_its_commands():
+    result = subprocess.run([sys.executable, "-m", "vit_finetune.cli", "--help"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0
+    for command in ("train", "eval", "predict", "convert", "push", "push-space", "demo"):
+        assert f"  {command} " in result.stdout
+    bad = subprocess.run([sys.executable, "-m", "vit_finetune.cli", "frobnicate"], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "unknown command 'frobnicate'" in bad.stderr
