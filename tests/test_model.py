@@ -108,9 +108,20 @@ def test_other_resolution_needs_interpolation_and_then_works():
 
 
 def test_wrong_channel_count_is_a_clear_error():
-    model = ViTForImageClassification(tiny(num_channels=1))
-    with pytest.raises(ValueError, match="num_channels=1"):
-        model(torch.randn(1, 3, 32, 32))
+    model = ViTForImageClassification(tiny(num_channels=3))
+    with pytest.raises(ValueError, match="num_channels=3"):
+        model(torch.randn(1, 1, 32, 32))
+
+
+def test_grayscale_model_folds_rgb_to_luma():
+    # transformers' pipeline always sends RGB; a 1-channel model must see the luma image.
+    model = ViTForImageClassification(tiny(num_channels=1)).eval()
+    gray = torch.rand(2, 1, 32, 32)
+    rgb = gray.expand(-1, 3, -1, -1).clone()
+    torch.testing.assert_close(model(rgb).logits, model(gray).logits)
+    colour = torch.rand(1, 3, 32, 32)
+    luma = (colour * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    torch.testing.assert_close(model(colour).logits, model(luma).logits)
 
 
 def test_losses_follow_problem_type():
