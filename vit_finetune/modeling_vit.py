@@ -68,6 +68,12 @@ class PatchEmbedding(nn.Module):
             self.projection = ConvStem(config)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if self.num_channels == 1 and pixel_values.shape[1] == 3:
+            # transformers' image pipeline always hands over RGB: fold it to luma (ITU-R 601 weights, as PIL's
+            # "L" conversion). The weights sum to 1, so normalised RGB with equal per-channel mean/std folds to
+            # exactly the normalised grayscale image.
+            luma = pixel_values.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            pixel_values = (pixel_values * luma).sum(dim=1, keepdim=True)
         if pixel_values.shape[1] != self.num_channels:
             raise ValueError(
                 f"pixel_values has {pixel_values.shape[1]} channels but the model expects "
