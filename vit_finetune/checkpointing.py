@@ -1,0 +1,148 @@
+"""Training checkpoints: written atomically, rotated, and found again for `--resume_from_checkpoint`.
+
+Layout inside the output folder:
+
+    checkpoints/
+        checkpoint-200/            a complete checkpoint (Accelerate's save_state + trainer_state.json)
+        checkpoint-400/
+        .incomplete-checkpoint-600/   a save in progress (or one a crash interrupted): never resumed from
+
+Why atomic: a job killed while writing a checkpoint must not leave a folder that looks complete, or the
+next `--resume_from_checkpoint latest` would load half-written weights. Every process writes into a
+hidden `.incomplete-*` folder; only when all of them are done does the main process write
+`trainer_state.json` last, flush everything to disk and rename the folder (a rename is atomic on POSIX).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS_DIR = "checkpoints"
+STATE_FILE = "trainer_state.json"
+_INCOMPLETE_PREFIX = ".incomplete-"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoints_root(output_dir: str | Path) -> Path:
+    return Path(output_dir) / CHECKPOINTS_DIR
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (by step)."""
+    root = checkpoints_root(output_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        match = _NAME.match(path.name)
+        if match and path.is_dir() and (path / STATE_FILE).is_file():
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    checkpoints = list_checkpoints(output_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def resolve_resume_path(output_dir: str | Path, value: str | None) -> Path | None:
+    """`--resume_from_checkpoint`: "latest" (None if the run has none yet), or a checkpoint folder."""
+    if value is None:
+        return None
+    if value == "latest":
+        return latest_checkpoint(output_dir)
+    path = Path(value)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--resume_from_checkpoint {value}: no such folder")
+    if not (path / STATE_FILE).is_file():
+        raise FileNotFoundError(
+            f"--resume_from_checkpoint {value}: no {STATE_FILE} in it, so it is not a complete checkpoint"
+        )
+    return path
+
+
+def read_trainer_state(checkpoint: str | Path) -> dict[str, Any]:
+    return json.loads((Path(checkpoint) / STATE_FILE).read_text())
+
+
+def remove_incomplete(output_dir: str | Path) -> None:
+    """Deletes what interrupted saves left behind (call on the main process, before training)."""
+    root = checkpoints_root(output_dir)
+    if root.is_dir():
+        for path in root.iterdir():
+            if path.name.startswith(_INCOMPLETE_PREFIX):
+                logger.info("removing an interrupted checkpoint save: %s", path)
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flushes every file of `folder` and the folder entries to disk, so the rename publishes durable data."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    for directory in [folder, folder.parent]:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def save_checkpoint(
+    accelerator: Accelerator,
+    output_dir: str | Path,
+    trainer_state: dict[str, Any],
+    *,
+    save_total_limit: int | None,
+    keep_steps: set[int] | frozenset[int] = frozenset(),
+) -> Path:
+    """Saves model, optimizer, scheduler, scaler and RNG states of every process, atomically.
+
+    Must be called on all processes. Keeps the newest `save_total_limit` checkpoints plus those whose step
+    is in `keep_steps` (the best one); returns the final folder.
+    """
+    step = int(trainer_state["global_step"])
+    root = checkpoints_root(output_dir)
+    final = root / f"checkpoint-{step}"
+    incomplete = root / f"{_INCOMPLETE_PREFIX}checkpoint-{step}"
+    if accelerator.is_main_process:
+        shutil.rmtree(incomplete, ignore_errors=True)
+        incomplete.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+
+    accelerator.save_state(str(incomplete))  # every process writes its own RNG state file
+    accelerator.wait_for_everyone()
+
+    if accelerator.is_main_process:
+        # The state file is written last: its presence marks a checkpoint as complete.
+        (incomplete / STATE_FILE).write_text(json.dumps(trainer_state, indent=2))
+        _fsync_tree(incomplete)
+        if final.exists():  # the same step saved again (e.g. a resumed run ending where it was killed)
+            shutil.rmtree(final)
+        os.replace(incomplete, final)
+        _rotate(output_dir, save_total_limit, keep_steps)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _rotate(output_dir: str | Path, save_total_limit: int | None, keep_steps: set[int] | frozenset[int]) -> None:
+    if not save_total_limit or save_total_limit <= 0:
+        return
+    checkpoints = list_checkpoints(output_dir)
+    newest = set(checkpoints[-save_total_limit:])
+    for path in checkpoints:
+        step = int(_NAME.match(path.name).group(1))
+        if path not in newest and step not in keep_steps:
+            logger.info("deleting old checkpoint %s (save_total_limit=%d)", path, save_total_limit)
+            shutil.rmtree(path, ignore_errors=True)
