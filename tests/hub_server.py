@@ -230,6 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.body = self.rfile.read(length) if length else b""
         auth = self.headers.get("Authorization", "")
         self.token = auth[len("Bearer "):] if auth.startswith("Bearer ") else None
+        self.recorded = False
         status = 500
         try:
             with self.hub.lock:
@@ -241,11 +242,15 @@ class _Handler(BaseHTTPRequestHandler):
                 headers["X-Error-Code"] = err.code
             self._send(err.status, {"error": err.message, **err.extra}, headers=headers)
         finally:
-            self.hub.requests.append(Request(method, url.path, status, self.token))
+            if not self.recorded:  # a route that failed before answering
+                self.hub.requests.append(Request(method, url.path, status, self.token))
 
     def _send(self, status: int, payload: Any = None, *, raw: bytes | None = None,
               headers: dict[str, str] | None = None, content_type: str = "application/json") -> int:
         body = raw if raw is not None else json.dumps(payload).encode()
+        # Record before answering: the client may act on the answer (and a test inspect `requests`) at once.
+        self.hub.requests.append(Request(self.command, urlsplit(self.path).path, status, self.token))
+        self.recorded = True
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
