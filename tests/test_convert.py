@@ -191,3 +191,35 @@ def test_convert_command_writes_a_folder_of_ours(tmp_path):
         capture_output=True, text=True, timeout=180, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
     )
     assert bad.returncode == 1 and "vit-finetune convert:" in bad.stderr
+
+
+def test_hub_id_downloads_through_huggingface_hub(tmp_path):
+    """A Hub id takes the real download path (snapshot_download), served by the local Hub stand-in."""
+    import textwrap
+
+    from hub_server import LocalHub, hub_client_env
+
+    torch.manual_seed(9)
+    source = transformers.ViTForImageClassification(hf_config(*SHAPES[0], num_labels=3)).eval()
+    folder = tmp_path / "source"
+    source.save_pretrained(folder)
+    pixels = torch.randn(2, 3, 32, 32)
+    torch.save(pixels, tmp_path / "pixels.pt")
+    with LocalHub(tokens={"google-token": "google"}) as hub:
+        hub.add_repo("google/vit-tiny-test", owner="google",
+                     files={p.name: p.read_bytes() for p in folder.iterdir()})
+        script = textwrap.dedent(f"""
+            import torch
+            from vit_finetune.convert import load_pretrained_vit
+            model = load_pretrained_vit("google/vit-tiny-test").eval()
+            pixels = torch.load({str(tmp_path / "pixels.pt")!r}, weights_only=True)
+            with torch.no_grad():
+                torch.save(model(pixels).logits, {str(tmp_path / "logits.pt")!r})
+        """)
+        env = hub_client_env(hub.endpoint, str(tmp_path / "hf_home"), token=None)
+        result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert any("google/vit-tiny-test" in path for path in hub.paths_requested("GET"))
+    with torch.no_grad():
+        expected = source(pixels).logits
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt", weights_only=True), expected, atol=1e-4, rtol=1e-4)
