@@ -215,8 +215,29 @@ def bench_data(args: argparse.Namespace) -> list[Row]:
     return bench_preprocessing(args) + bench_augmentation(args) + bench_fashion_mnist(args)
 
 
+def bench_models(args: argparse.Namespace) -> list[Row]:
+    """Our ViT vs transformers' and timm's (scripts/benchmark_models.py); its full tables go to
+    models.md / models.json / models.png next to benchmark.md."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import benchmark_models
+
+    results = benchmark_models.run_from_args(args, Path(args.output_dir), prefix="models_")
+    rows = []
+    for cell in results["cells"]:
+        if not cell["model"].startswith("ours"):
+            continue
+        best_peer = min(cell["speedup"], key=cell["speedup"].get)
+        rows.append({
+            "benchmark": f"{cell['model']} {cell['shape']} {cell['mode']} {cell['dtype']}",
+            "value": cell["images_per_s"], "unit": "images/s",
+            "note": f"{cell['speedup'][best_peer]:.2f}x the best peer ({best_peer}); "
+                    f"{cell['utilisation']:.0%} of the matmul peak",
+        })
+    return rows
+
+
 # name -> function(args) -> rows. Other subsystems (models, training) add their sections here.
-SECTIONS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {"data": bench_data}
+SECTIONS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {"data": bench_data, "models": bench_models}
 
 
 def to_markdown(results: dict[str, Any]) -> str:
@@ -238,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="device of the augmentation benchmark")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--fashion_mnist_dir", default=None, help="output of prepare_fashion_mnist.py, to time it too")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import benchmark_models
+
+    benchmark_models.add_arguments(parser, prefix="models_")  # --models_shapes, --models_repeats, ...
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,0 +1,536 @@
+"""Model benchmark: vit-finetune's ViT against transformers' and timm's, same shapes, one process.
+
+For each shape (ViT-Ti/16 at 224, ViT-S/16 at 224, the Fashion-MNIST recipe's shape) and each dtype
+(float32, bfloat16 autocast) it measures images/s of inference (forward under `torch.inference_mode`) and of a
+full training step (forward, cross-entropy, backward, AdamW), the FLOP utilisation against the machine's
+measured matmul peak, and the peak memory the step allocates. Models are timed interleaved (round-robin
+inside every repeat) and the median of the repeats is kept, so a neighbour's load hits every model alike:
+read the ratios, not the absolute figures.
+
+    python scripts/benchmark_models.py                       # everything (about 15 minutes on 2 cores)
+    python scripts/benchmark_models.py --shapes fmnist --repeats 3 --out outputs/benchmark
+    python -m scripts.benchmark_models --help
+
+Writes `models.md`, `models.json` and `models.png` (a bar chart of the ratios) to `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+# ----------------------------------------------------------------------------------------------------------
+# Shapes and models
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    image_size: int
+    patch_size: int
+    num_channels: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    num_labels: int
+    batch_size: int
+    # Extra ViTConfig fields for our model only (the recipe's conv stem, pooling, positions); peers get the
+    # same transformer with a plain patch embedding.
+    ours_extra: dict = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2 + 1
+
+
+SHAPES: dict[str, Shape] = {
+    "vit-ti16-224": Shape("vit-ti16-224", 224, 16, 3, 192, 12, 3, 768, 1000, 32),
+    "vit-s16-224": Shape("vit-s16-224", 224, 16, 3, 384, 12, 6, 1536, 1000, 16),
+    "fmnist": Shape(
+        "fmnist", 28, 4, 1, 192, 6, 3, 384, 10, 256,
+        ours_extra=dict(patch_embedding="conv", pooling="mean", position_embedding="sincos"),
+        note="ours with the recipe's conv stem, mean pooling and sin-cos positions; peers with a plain "
+             "4x4 patch embedding (same transformer)",
+    ),
+}
+
+MODELS = ("ours", "hf-sdpa", "hf-eager", "timm")
+# "ours-plain": our model with exactly the peers' architecture (plain patch embedding, learned positions,
+# CLS pooling), for shapes where "ours" uses the recipe's extras.
+EXTRA_MODELS = ("ours-plain",)
+
+
+def build_model(name: str, shape: Shape) -> torch.nn.Module:
+    """One classifier of `shape`; every model gets the same initialisation style (fresh, random)."""
+    if name in ("ours", "ours-plain"):
+        from vit_finetune import ViTConfig, ViTForImageClassification
+
+        extra = shape.ours_extra if name == "ours" else {}
+        config = ViTConfig(
+            image_size=shape.image_size, patch_size=shape.patch_size, num_channels=shape.num_channels,
+            hidden_size=shape.hidden_size, num_hidden_layers=shape.num_layers,
+            num_attention_heads=shape.num_heads, intermediate_size=shape.intermediate_size,
+            num_labels=shape.num_labels, **extra,
+        )
+        return ViTForImageClassification(config)
+    if name.startswith("hf-"):
+        from transformers import ViTConfig as HFConfig, ViTForImageClassification as HFViT
+
+        config = HFConfig(
+            image_size=shape.image_size, patch_size=shape.patch_size, num_channels=shape.num_channels,
+            hidden_size=shape.hidden_size, num_hidden_layers=shape.num_layers,
+            num_attention_heads=shape.num_heads, intermediate_size=shape.intermediate_size,
+            num_labels=shape.num_labels, attn_implementation=name.removeprefix("hf-"),
+        )
+        return HFViT(config)
+    if name == "timm":
+        from timm.models.vision_transformer import VisionTransformer
+
+        pool = "avg" if shape.ours_extra.get("pooling") == "mean" else "token"
+        return VisionTransformer(
+            img_size=shape.image_size, patch_size=shape.patch_size, in_chans=shape.num_channels,
+            num_classes=shape.num_labels, embed_dim=shape.hidden_size, depth=shape.num_layers,
+            num_heads=shape.num_heads, mlp_ratio=shape.intermediate_size / shape.hidden_size,
+            global_pool=pool,
+        )
+    raise ValueError(f"unknown model {name!r}; choose from {MODELS + EXTRA_MODELS}")
+
+
+def logits_of(output) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output.logits
+
+
+# ----------------------------------------------------------------------------------------------------------
+# FLOPs (multiply-add = 2 FLOPs), from the shapes
+
+
+def forward_flops(shape: Shape, conv_stem: bool = False, conv_stem_channels: int = 32) -> float:
+    """FLOPs of one image's forward pass: patch embedding, blocks (projections + attention), head."""
+    grid = shape.image_size // shape.patch_size
+    n, t, d, m = grid * grid, shape.tokens, shape.hidden_size, shape.intermediate_size
+    if conv_stem:
+        flops, side, c_in, c_out = 0.0, shape.image_size, shape.num_channels, conv_stem_channels
+        for _ in range(int(math.log2(shape.patch_size))):
+            side //= 2
+            flops += 2 * side * side * c_out * c_in * 9
+            c_in, c_out = c_out, min(c_out * 2, d)
+        embed = flops + 2 * n * c_in * d
+    else:
+        embed = 2 * n * shape.num_channels * shape.patch_size**2 * d
+    per_layer = 2 * t * d * (3 * d + d + 2 * m) + 2 * 2 * t * t * d
+    return embed + shape.num_layers * per_layer + 2 * d * shape.num_labels
+
+
+def model_flops(name: str, shape: Shape) -> float:
+    return forward_flops(shape, conv_stem=name == "ours" and shape.ours_extra.get("patch_embedding") == "conv")
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 7) -> float:
+    """GFLOP/s of the best of `repeats` size^3 matmuls: the machine's practical peak for `dtype`."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Timed steps
+
+
+def make_step(model: torch.nn.Module, shape: Shape, mode: str, dtype: str) -> Callable[[], None]:
+    """A closure running one inference batch or one training step (forward, loss, backward, AdamW)."""
+    pixels = torch.randn(shape.batch_size, shape.num_channels, shape.image_size, shape.image_size)
+    labels = torch.randint(0, shape.num_labels, (shape.batch_size,))
+    autocast = dtype == "bf16"
+
+    if mode == "infer":
+        model.eval()
+
+        def step() -> None:
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                logits_of(model(pixels))
+
+        return step
+
+    model.train()
+    # fused: one kernel for all parameters (the default on CPU is a loop of ~8 ops per parameter).
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = F.cross_entropy(logits_of(model(pixels)).float(), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def peak_step_memory(step: Callable[[], None]) -> float:
+    """MiB: the highest level of tensor memory allocated during one step above what was held before it.
+
+    Read from the profiler's allocation events (CPU has no allocator statistics): each op's own
+    allocations minus frees, accumulated in time order. Counts tensors only, not oneDNN scratch space.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    level = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        level += event.self_cpu_memory_usage
+        peak = max(peak, level)
+    return peak / 2**20
+
+
+def others_cpu_load(window: float = 0.25) -> float | None:
+    """CPUs' worth of work other processes did during `window` seconds (Linux /proc/stat), None elsewhere."""
+    def read() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    try:
+        total0, idle0 = read()
+        time.sleep(window)
+        total1, idle1 = read()
+    except (OSError, ValueError, IndexError):
+        return None
+    cpus = os.cpu_count() or 1
+    return max(0.0, (1 - (idle1 - idle0) / max(total1 - total0, 1)) * cpus)
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.3) -> float | None:
+    """Waits (up to `max_wait` s) until other processes use under `threshold` CPUs; returns the last load."""
+    deadline = time.monotonic() + max_wait
+    load = others_cpu_load()
+    while load is not None and load > threshold and time.monotonic() < deadline:
+        time.sleep(0.5)
+        load = others_cpu_load()
+    return load
+
+
+@dataclass
+class Cell:
+    shape: str
+    model: str
+    mode: str  # "infer" or "train"
+    dtype: str  # "fp32" or "bf16"
+    batch_size: int = 0
+    seconds: list[float] = field(default_factory=list)  # per round, per step
+    images_per_s: float = 0.0  # from the median round
+    best_images_per_s: float = 0.0  # from the fastest round (least disturbed by other processes)
+    gflops_per_image: float = 0.0
+    utilisation: float = 0.0  # of the measured matmul peak, at the best round's speed
+    peak_mib: float = 0.0
+    # Per peer: median over rounds of (peer's time / our time) in the same round, and best / best.
+    speedup: dict[str, float] = field(default_factory=dict)
+    best_speedup: dict[str, float] = field(default_factory=dict)
+
+
+def run_cell(
+    shape: Shape,
+    mode: str,
+    dtype: str,
+    models: tuple[str, ...] = MODELS,
+    repeats: int = 7,
+    steps: int = 1,
+    warmup: int = 2,
+    peaks: dict[str, float] | None = None,
+    memory: bool = True,
+    quiet_wait: float = 0.0,
+    log: Callable[[str], None] = print,
+) -> list[Cell]:
+    """Times one (shape, mode, dtype) for every model: all models in every round, the order rotating."""
+    torch.manual_seed(0)
+    steps_of = {name: make_step(build_model(name, shape), shape, mode, dtype) for name in models}
+    cells = {name: Cell(shape.name, name, mode, dtype, shape.batch_size) for name in models}
+    for name in models:
+        for _ in range(warmup):
+            steps_of[name]()
+    order = list(models)
+    for round_index in range(repeats):
+        if quiet_wait:
+            wait_for_quiet(quiet_wait)
+        for name in order[round_index % len(order):] + order[: round_index % len(order)]:
+            start = time.perf_counter()
+            for _ in range(steps):
+                steps_of[name]()
+            cells[name].seconds.append((time.perf_counter() - start) / steps)
+    flops = {name: model_flops(name, shape) * (3 if mode == "train" else 1) for name in models}
+    for name, cell in cells.items():
+        cell.images_per_s = shape.batch_size / statistics.median(cell.seconds)
+        cell.best_images_per_s = shape.batch_size / min(cell.seconds)
+        cell.gflops_per_image = flops[name] / 1e9
+        if peaks:
+            cell.utilisation = cell.best_images_per_s * cell.gflops_per_image / peaks[dtype]
+        if memory:
+            cell.peak_mib = peak_step_memory(steps_of[name])
+    for ours in (n for n in models if n.startswith("ours")):
+        for peer in (n for n in models if not n.startswith("ours")):
+            ratios = [p / o for p, o in zip(cells[peer].seconds, cells[ours].seconds)]
+            cells[ours].speedup[peer] = statistics.median(ratios)
+            cells[ours].best_speedup[peer] = min(cells[peer].seconds) / min(cells[ours].seconds)
+    for cell in cells.values():
+        vs = " ".join(f"{p}x{r:.2f}" for p, r in cell.speedup.items())
+        log(f"{shape.name:13s} {mode:5s} {dtype:4s} {cell.model:10s} {cell.images_per_s:7.1f} img/s "
+            f"(best {cell.best_images_per_s:7.1f}, util {cell.utilisation:5.1%}, peak {cell.peak_mib:6.0f} MiB) {vs}")
+    del steps_of
+    gc.collect()
+    return list(cells.values())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Attention kernels alone (the numbers behind modeling_vit.use_eager_attention)
+
+
+def attention_table(
+    cases: tuple[tuple[int, int, int, int], ...] = ((256, 3, 50, 64), (32, 3, 197, 64), (16, 6, 197, 64), (8, 6, 577, 64)),
+    repeats: int = 9,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Best-of-`repeats` ms of eager (bmm + softmax) vs SDPA attention, forward and forward + backward."""
+    from vit_finetune.modeling_vit import EagerAttention
+
+    def eager(qkv: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return EagerAttention.apply(qkv, qkv.shape[-1] ** -0.5)
+        query, key, value = qkv.unbind(0)
+        return torch.bmm(torch.bmm(query, key.transpose(1, 2)).mul_(qkv.shape[-1] ** -0.5).softmax(-1), value)
+
+    def sdpa(qkv: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(*qkv.unbind(0))
+
+    rows = []
+    for batch, heads, tokens, head_dim in cases:
+        for dtype in (torch.float32, torch.bfloat16):
+            for mode in ("infer", "train"):
+                qkv = torch.randn(3, batch * heads, tokens, head_dim, dtype=dtype, requires_grad=mode == "train")
+                grad = torch.randn(batch * heads, tokens, head_dim, dtype=dtype)
+
+                def run(fn: Callable) -> None:
+                    if mode == "train":
+                        fn(qkv).backward(grad)
+                        qkv.grad = None
+                    else:
+                        with torch.no_grad():
+                            fn(qkv)
+
+                best = {"eager": math.inf, "sdpa": math.inf}
+                for repeat in range(repeats + 2):
+                    for name, fn in (("eager", eager), ("sdpa", sdpa)):
+                        start = time.perf_counter()
+                        run(fn)
+                        if repeat >= 2:
+                            best[name] = min(best[name], time.perf_counter() - start)
+                row = dict(batch=batch, heads=heads, tokens=tokens, head_dim=head_dim, mode=mode,
+                           dtype=str(dtype).removeprefix("torch."), eager_ms=best["eager"] * 1e3,
+                           sdpa_ms=best["sdpa"] * 1e3, sdpa_over_eager=best["sdpa"] / best["eager"])
+                log(f"attention B{batch} H{heads} T{tokens} {row['dtype']:8s} {mode:5s} eager {row['eager_ms']:7.2f} ms "
+                    f"sdpa {row['sdpa_ms']:7.2f} ms  sdpa/eager {row['sdpa_over_eager']:.2f}")
+                rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reports
+
+
+def run_all(
+    shapes: list[str], models: tuple[str, ...] = MODELS, modes: tuple[str, ...] = ("infer", "train"),
+    dtypes: tuple[str, ...] = ("fp32", "bf16"), repeats: int = 7, steps: int = 1, warmup: int = 2,
+    memory: bool = True, quiet_wait: float = 0.0, attention: bool = False, log: Callable[[str], None] = print,
+) -> dict:
+    """Runs the benchmark and returns the JSON-able results."""
+    if quiet_wait:
+        wait_for_quiet(quiet_wait)
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    log(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    cells: list[Cell] = []
+    for shape_name in shapes:
+        shape = SHAPES[shape_name]
+        shape_models = models + (("ours-plain",) if shape.ours_extra and "ours" in models else ())
+        for mode in modes:
+            for dtype in dtypes:
+                cells += run_cell(shape, mode, dtype, shape_models, repeats, steps, warmup, peaks, memory,
+                                  quiet_wait, log)
+        # The peak is measured again after every shape and the best reading kept: a busy neighbour only
+        # lowers it (and a low peak would inflate every utilisation).
+        for key, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            if quiet_wait:
+                wait_for_quiet(quiet_wait)
+            peaks[key] = max(peaks[key], matmul_peak(dtype))
+        log(f"matmul peak so far: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    for cell in cells:
+        cell.utilisation = cell.best_images_per_s * cell.gflops_per_image / peaks[cell.dtype]
+    import transformers
+
+    try:
+        import timm
+
+        timm_version = timm.__version__
+    except ImportError:
+        timm_version = None
+    return {
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "timm": timm_version,
+        },
+        "matmul_peak_gflops": peaks,
+        "method": {"repeats": repeats, "steps_per_round": steps, "warmup": warmup, "quiet_wait_s": quiet_wait,
+                   "optimizer": "AdamW(fused=True)", "bf16": "torch.autocast('cpu', dtype=torch.bfloat16)"},
+        "shapes": {name: {**SHAPES[name].__dict__, "tokens": SHAPES[name].tokens} for name in shapes},
+        "cells": [cell.__dict__ for cell in cells],
+        "attention": attention_table(log=log) if attention else [],
+    }
+
+
+PEERS = ("hf-sdpa", "hf-eager", "timm")
+
+
+def to_markdown(results: dict) -> str:
+    m = results["machine"]
+    peaks = results["matmul_peak_gflops"]
+    lines = [
+        f"Machine: {m['processor']}, {m['cpus']} CPUs ({m['torch_threads']} torch threads); torch {m['torch']}, "
+        f"transformers {m['transformers']}, timm {m['timm']}. Matmul peak (2048^3): "
+        f"float32 {peaks['fp32']:.0f} GFLOP/s, bfloat16 {peaks['bf16']:.0f} GFLOP/s.",
+        "",
+        "Speed-up of ours = peer's time / our time for the same batch, median over rounds in which every model "
+        "ran once, one after the other (in brackets: best round / best round). images/s: median round "
+        "(best round). Utilisation: model FLOPs at the best round's speed / matmul peak of that dtype. "
+        "Training step = forward, cross-entropy, backward, AdamW(fused=True); bf16 = CPU autocast. "
+        "Memory: peak tensor memory a step allocates (profiler).",
+        "",
+        "| shape | step | dtype | ours images/s | util | peak MiB | vs hf-sdpa | vs hf-eager | vs timm | "
+        "vs best peer |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    cells = results["cells"]
+    for cell in (c for c in cells if c["model"].startswith("ours")):
+        peers = [p for p in PEERS if p in cell["speedup"]]
+        ratios = " | ".join(f"{cell['speedup'][p]:.2f}x ({cell['best_speedup'][p]:.2f}x)" for p in peers)
+        worst = min(cell["speedup"][p] for p in peers) if peers else float("nan")
+        worst_best = min(cell["best_speedup"][p] for p in peers) if peers else float("nan")
+        name = cell["shape"] + (" (ours-plain)" if cell["model"] == "ours-plain" else "")
+        lines.append(
+            f"| {name} | {cell['mode']} | {cell['dtype']} | {cell['images_per_s']:.1f} ({cell['best_images_per_s']:.1f}) "
+            f"| {cell['utilisation']:.0%} | {cell['peak_mib']:.0f} | {ratios} | **{worst:.2f}x** ({worst_best:.2f}x) |"
+        )
+    lines += ["", "All models:", "", "| shape | step | dtype | model | images/s median (best) | GFLOP/image | util | peak MiB |",
+              "|---|---|---|---|---:|---:|---:|---:|"]
+    for c in cells:
+        lines.append(f"| {c['shape']} | {c['mode']} | {c['dtype']} | {c['model']} | {c['images_per_s']:.1f} "
+                     f"({c['best_images_per_s']:.1f}) | {c['gflops_per_image']:.2f} | {c['utilisation']:.0%} | "
+                     f"{c['peak_mib']:.0f} |")
+    notes = [f"- {name}: {SHAPES[name].note}" for name in results["shapes"] if SHAPES[name].note]
+    if notes:
+        lines += ["", *notes]
+    if results.get("attention"):
+        lines += ["", "Attention alone, best of 9 (ms):", "", "| batch x heads | tokens | dtype | step | eager | SDPA | SDPA / eager |",
+                  "|---|---:|---|---|---:|---:|---:|"]
+        for r in results["attention"]:
+            lines.append(f"| {r['batch']}x{r['heads']} | {r['tokens']} | {r['dtype']} | {r['mode']} | {r['eager_ms']:.2f} | "
+                         f"{r['sdpa_ms']:.2f} | {r['sdpa_over_eager']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: Path) -> None:
+    """Bar chart: our speed-up over each peer, per cell, with the 1.0x and 1.3x lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = [c for c in results["cells"] if c["model"] == "ours"]
+    labels = [f"{c['shape']}\n{c['mode']} {c['dtype']}" for c in cells]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(cells) + 2), 4.5))
+    width = 0.8 / len(PEERS)
+    for i, peer in enumerate(PEERS):
+        values = [c["speedup"].get(peer, float("nan")) for c in cells]
+        ax.bar([x + (i - (len(PEERS) - 1) / 2) * width for x in range(len(cells))], values, width, label=f"vs {peer}")
+    ax.axhline(1.0, color="black", linewidth=1)
+    ax.axhline(1.3, color="grey", linewidth=1, linestyle="--")
+    ax.set_xticks(range(len(cells)), labels, fontsize=7)
+    ax.set_ylabel("speed-up of vit-finetune (peer time / our time)")
+    ax.set_title("vit-finetune ViT vs transformers and timm, same machine, one process")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_reports(results: dict, out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "models.json", "markdown": out / "models.md", "png": out / "models.png"}
+    paths["json"].write_text(json.dumps(results, indent=2), encoding="utf-8")
+    paths["markdown"].write_text(to_markdown(results), encoding="utf-8")
+    plot(results, paths["png"])
+    return paths
+
+
+def add_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """The model benchmark's options (`prefix` keeps them apart inside scripts/benchmark.py)."""
+    parser.add_argument(f"--{prefix}shapes", nargs="+", choices=sorted(SHAPES), default=list(SHAPES),
+                        help="model shapes to benchmark")
+    parser.add_argument(f"--{prefix}models", nargs="+", choices=MODELS, default=list(MODELS), help="models to compare")
+    parser.add_argument(f"--{prefix}modes", nargs="+", choices=("infer", "train"), default=["infer", "train"])
+    parser.add_argument(f"--{prefix}dtypes", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
+    parser.add_argument(f"--{prefix}repeats", type=int, default=7, help="timed rounds (every model once per round)")
+    parser.add_argument(f"--{prefix}steps", type=int, default=1, help="steps per model per round")
+    parser.add_argument(f"--{prefix}warmup", type=int, default=2, help="untimed steps per model first")
+    parser.add_argument(f"--{prefix}no_memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument(f"--{prefix}quiet_wait", type=float, default=10.0,
+                        help="before each round wait up to this many seconds for other processes to go quiet")
+    parser.add_argument(f"--{prefix}attention", action="store_true", help="also time the attention kernels alone")
+
+
+def run_from_args(args: argparse.Namespace, out: Path, prefix: str = "") -> dict:
+    get = lambda name: getattr(args, prefix + name)  # noqa: E731
+    results = run_all(
+        get("shapes"), tuple(get("models")), tuple(get("modes")), tuple(get("dtypes")), get("repeats"),
+        get("steps"), get("warmup"), not get("no_memory"), get("quiet_wait"), get("attention"),
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    write_reports(results, out)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    parser.add_argument("--out", default="outputs/benchmark", help="folder for models.md, models.json, models.png")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = run_from_args(args, Path(args.out))
+    print(to_markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

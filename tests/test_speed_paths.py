@@ -1,0 +1,139 @@
+"""Every fast path of the model computes what the plain path computes (values and gradients), in float32 and
+bfloat16. Speed itself is measured by scripts/benchmark_models.py, not tested here."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vit_finetune.modeling_vit as modeling
+from vit_finetune import ViTConfig, ViTForImageClassification
+from vit_finetune.modeling_vit import EagerAttention, use_eager_attention
+
+TINY = dict(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=96, num_labels=5)
+
+
+def plain_attention(qkv: torch.Tensor, scale: float) -> torch.Tensor:
+    query, key, value = qkv.unbind(0)
+    return ((query @ key.transpose(1, 2)) * scale).softmax(-1) @ value
+
+
+def test_eager_attention_gradcheck():
+    qkv = torch.randn(3, 4, 7, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: EagerAttention.apply(t, 0.3), (qkv,))
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+def test_eager_attention_matches_autograd(dtype, tol):
+    torch.manual_seed(0)
+    qkv = torch.randn(3, 6, 17, 16, dtype=dtype, requires_grad=True)
+    grad_out = torch.randn(6, 17, 16, dtype=dtype)
+    fast = EagerAttention.apply(qkv, 0.25)
+    (fast_grad,) = torch.autograd.grad(fast, qkv, grad_out)
+    plain = plain_attention(qkv, 0.25)
+    (plain_grad,) = torch.autograd.grad(plain, qkv, grad_out)
+    assert fast.dtype == fast_grad.dtype == dtype
+    torch.testing.assert_close(fast, plain, atol=tol, rtol=tol)
+    torch.testing.assert_close(fast_grad, plain_grad, atol=tol, rtol=tol)
+
+
+def test_attention_choice():
+    cpu = torch.device("cpu")
+    assert use_eager_attention("eager", torch.float32, cpu, 50)
+    assert not use_eager_attention("sdpa", torch.float32, cpu, 50)  # float32 inference: SDPA
+    assert use_eager_attention("sdpa", torch.float32, cpu, 50, grad=True)  # float32 training: eager
+    assert use_eager_attention("sdpa", torch.bfloat16, cpu, 197)
+    assert use_eager_attention("sdpa", torch.bfloat16, cpu, 577, grad=True)
+    assert not use_eager_attention("sdpa", torch.bfloat16, cpu, 1025)
+    assert not use_eager_attention("sdpa", torch.bfloat16, torch.device("meta"), 50)
+    assert not use_eager_attention("flash_attention_2", torch.bfloat16, cpu, 50)
+
+
+def run_model(model: ViTForImageClassification, pixels: torch.Tensor, labels: torch.Tensor, bf16: bool,
+              **kwargs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = model(pixels, labels=labels, **kwargs)
+    out.loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    return out.logits.float(), grads
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12)).item()
+
+
+PATHS = {
+    # The model as shipped: eager attention with the hand-written backward when training on CPU.
+    "fast": {},
+    # The same eager maths, differentiated by autograd.
+    "eager-autograd": {"use_eager_attention": lambda *args: True, "apply": plain_attention},
+    # PyTorch's fused kernel everywhere.
+    "sdpa": {"use_eager_attention": lambda implementation, *args: implementation == "eager"},
+}
+
+
+@pytest.mark.parametrize("bf16, tol", [(False, 1e-5), (True, 3e-2)])
+@pytest.mark.parametrize("patch_embedding", ["patch", "conv"])
+def test_every_attention_path_gives_the_same_logits_and_gradients(monkeypatch, bf16, tol, patch_embedding):
+    torch.manual_seed(0)
+    model = ViTForImageClassification(ViTConfig(**TINY, patch_embedding=patch_embedding)).train()
+    pixels, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    results = {}
+    for name, patches in PATHS.items():
+        with monkeypatch.context() as patch:
+            if "use_eager_attention" in patches:
+                patch.setattr(modeling, "use_eager_attention", patches["use_eager_attention"])
+            if "apply" in patches:
+                patch.setattr(EagerAttention, "apply", patches["apply"])
+            results[name] = run_model(model, pixels, labels, bf16)
+    # output_attentions takes the plain eager path whatever the dtype.
+    results["output_attentions"] = run_model(model, pixels, labels, bf16, output_attentions=True)
+    reference_logits, reference_grads = results["eager-autograd"]
+    for name, (logits, grads) in results.items():
+        assert relative_error(logits, reference_logits) < tol, name
+        for param, grad in grads.items():
+            assert relative_error(grad, reference_grads[param]) < tol, (name, param)
+
+
+def test_training_takes_the_hand_written_backward(monkeypatch):
+    calls = []
+    original = EagerAttention.apply
+    monkeypatch.setattr(EagerAttention, "apply", lambda *args: calls.append(1) or original(*args))
+    model = ViTForImageClassification(ViTConfig(**TINY)).train()
+    pixels = torch.randn(2, 3, 32, 32)
+    model(pixels)
+    assert len(calls) == TINY["num_hidden_layers"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(pixels)
+    assert len(calls) == 2 * TINY["num_hidden_layers"]
+    with torch.no_grad():
+        model(pixels)  # inference: SDPA in float32, plain eager in bf16, no autograd Function either way
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(pixels)
+    assert len(calls) == 2 * TINY["num_hidden_layers"]
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_inference_paths_agree(bf16):
+    torch.manual_seed(0)
+    model = ViTForImageClassification(ViTConfig(**TINY)).eval()
+    pixels = torch.randn(3, 3, 32, 32)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        fast = model(pixels).logits.float()
+        model.config._attn_implementation = "eager"
+        eager = model(pixels).logits.float()
+    assert relative_error(fast, eager) < (3e-2 if bf16 else 1e-5)
+
+
+def test_attention_dropout_in_training_uses_the_plain_path_and_is_random():
+    torch.manual_seed(0)
+    model = ViTForImageClassification(ViTConfig(**TINY, attention_probs_dropout_prob=0.5)).train()
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        first, second = model(pixels).logits, model(pixels).logits
+    assert not torch.equal(first, second)
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(model(pixels).logits, model(pixels).logits)
