@@ -236,8 +236,48 @@ def bench_models(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
-# name -> function(args) -> rows. Other subsystems (models, training) add their sections here.
-SECTIONS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {"data": bench_data, "models": bench_models}
+def bench_loop(args: argparse.Namespace) -> list[Row]:
+    """The whole training loop on Fashion-MNIST (reading Arrow, augmentation, step, logging) as a user runs it.
+
+    Runs `vit-finetune train` with the recipe for N and then 2N steps in subprocesses; the difference of the
+    two training times cancels the fixed costs (start-up, the evaluation at the stop, the first slow steps).
+    """
+    import subprocess
+
+    if not args.fashion_mnist_dir:
+        print("loop section skipped: pass --fashion_mnist_dir (output of prepare_fashion_mnist.py)", file=sys.stderr)
+        return []
+
+    def run(steps: int, precision: str) -> tuple[float, int]:
+        with tempfile.TemporaryDirectory() as output_dir:
+            command = [
+                sys.executable, "-m", "vit_finetune.train", "--config", args.loop_config,
+                "--train_dir", os.path.join(args.fashion_mnist_dir, "train"),
+                "--test_dir", os.path.join(args.fashion_mnist_dir, "test"),
+                "--output_dir", output_dir, "--max_steps", str(steps), "--eval_strategy", "no",
+                "--checkpointing_steps", "100000", "--mixed_precision", precision, "--max_eval_samples", "256",
+            ]
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            with open(os.path.join(output_dir, "metrics.json"), encoding="utf-8") as handle:
+                metrics = json.load(handle)
+            with open(os.path.join(output_dir, "training_args.json"), encoding="utf-8") as handle:
+                batch = json.load(handle)["per_device_train_batch_size"]
+        return metrics["train_runtime_s"], batch
+
+    rows = []
+    for precision in ("bf16", "no"):
+        short, batch = run(args.loop_steps, precision)
+        long, _ = run(2 * args.loop_steps, precision)
+        rows.append({"benchmark": f"training loop, {args.loop_config}, mixed_precision={precision}",
+                     "value": args.loop_steps * batch / max(long - short, 1e-9), "unit": "images/s",
+                     "note": f"steps {args.loop_steps} to {2 * args.loop_steps}: data + augmentation + step"})
+    return rows
+
+
+# name -> function(args) -> rows. Other subsystems add their sections here.
+SECTIONS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
+    "data": bench_data, "models": bench_models, "loop": bench_loop,
+}
 
 
 def to_markdown(results: dict[str, Any]) -> str:
@@ -259,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="device of the augmentation benchmark")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--fashion_mnist_dir", default=None, help="output of prepare_fashion_mnist.py, to time it too")
+    parser.add_argument("--loop_config", default="configs/fashion_mnist.yaml", help="recipe of the loop section")
+    parser.add_argument("--loop_steps", type=int, default=100, help="optimizer steps timed in the loop section")
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import benchmark_models
 
