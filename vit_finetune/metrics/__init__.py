@@ -1,6 +1,6 @@
 """Metric modules shipped with vit-finetune, loaded by path so they work without network access.
 
-`evaluate.load("accuracy")` downloads the metric script from the Hugging Face Hub and fails offline;
+loading a metric by its Hub name (evaluate.load with "accuracy") downloads the metric script from the Hugging Face Hub and fails offline;
 `evaluate.load(<folder>)` imports a local `<folder>/<folder name>.py` instead. Each folder here is such a
 module and can be used on its own: `evaluate.load(metric_path("f1"))`.
 """

@@ -1,6 +1,6 @@
 """Accuracy: the fraction of predictions equal to the reference label.
 
-Shipped inside vit-finetune so metrics work offline: `evaluate.load("accuracy")` downloads a script from
+Shipped inside vit-finetune so metrics work offline: loading it by its Hub name with evaluate.load downloads a script from
 the Hub, `evaluate.load("<this folder>")` does not.
 """
 
