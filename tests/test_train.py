@@ -313,3 +313,17 @@ def test_finetune_a_transformers_vit_folder_keeps_its_normalisation(data: Path, 
     assert processor["image_mean"] == [0.4] * 3 and processor["image_std"] == [0.2] * 3
     config = json.loads((output / "config.json").read_text())
     assert config["model_type"] == "vit_finetune" and len(config["id2label"]) == 3
+
+
+def test_finetune_our_grayscale_folder(data: Path, tmp_path: Path) -> None:
+    # A grayscale model folder stores RGB-repeated statistics (the pipeline sends RGB); fine-tuning it must work.
+    first, second = tmp_path / "gray", tmp_path / "gray_finetuned"
+    assert main(tiny_args(data, first, num_channels=1, max_steps=2, test_dir=None, image_mean=0.3,
+                          image_std=0.4)) == 0
+    saved = json.loads((first / "preprocessor_config.json").read_text())
+    assert len(saved["image_mean"]) == 3
+    argv = tiny_args(data, second, model_name_or_path=first, max_steps=2, test_dir=None,
+                     **{k: None for k in TINY_MODEL})
+    assert main(argv) == 0
+    processor = json.loads((second / "preprocessor_config.json").read_text())
+    assert processor["image_mean"] == saved["image_mean"] and processor["image_std"] == saved["image_std"]

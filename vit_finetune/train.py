@@ -374,6 +374,9 @@ def load_model(model_args: ModelArguments) -> tuple[Any, list[float] | None, lis
     try:
         processor = source_image_processor(name, model.config)
         mean, std = list(processor.image_mean), list(processor.image_std)
+        if model.config.num_channels == 1 and len(set(mean)) == 1 and len(set(std)) == 1:
+            # Our grayscale folders save RGB-repeated statistics (the pipeline sends RGB): one channel's worth.
+            mean, std = mean[:1], std[:1]
     except Exception as error:  # noqa: BLE001 - a source without a processor still trains, with a clear note
         logger.warning("no image processor found for %s (%s): normalising with mean 0.5, std 0.5", name, error)
         mean = std = None
