@@ -1,0 +1,246 @@
+#!/usr/bin/env python
+"""Transfer, shown: does a ViT pretrained on some Fashion-MNIST classes learn new classes from few images better
+than the same ViT trained from scratch?
+
+1. pretrain   on Fashion-MNIST classes 0-4 (T-shirt/top, Trouser, Pullover, Dress, Coat; all 30,000 training
+              images, 10% held out for validation, a time budget of a few minutes);
+2. fine-tune  that model folder on classes 5-9 (Sandal, Shirt, Sneaker, Bag, Ankle boot) with `--shots` images per
+              class (the new label set re-initialises the classification head);
+3. scratch    the same architecture, the same 5 x `--shots` images and the same fine-tuning recipe, random init;
+
+both 500-image runs at each of `--learning_rates` (the same small grid for both starts; each keeps the rate with the
+best validation accuracy), then both are evaluated on the full 5-9 test split (5,000 images). Validation uses
+another `--shots` training images per class, disjoint from the fine-tuning images; the test split is never used
+for any choice. Writes `report.md` and `report.json` in `--work_dir` (and `--report_md` / `--report_json`).
+
+    python scripts/transfer_experiment.py --data_dir /tmp/fmnist --work_dir /tmp/transfer
+
+The data folders hold symlinks to the PNGs of `--data_dir` (written by scripts/prepare_fashion_mnist.py). Each run
+is a plain `vit-finetune train` command, printed before it starts, so any step can be rerun by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+CLASS_NAMES = ["T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle_boot"]
+SOURCE_CLASSES = CLASS_NAMES[:5]
+TARGET_CLASSES = CLASS_NAMES[5:]
+# Architecture fields of a config: the scratch run takes them from the pretraining config (a fine-tuning run
+# cannot change them: they come with the pretrained weights).
+ARCHITECTURE_KEYS = ("image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers",
+                     "num_attention_heads", "intermediate_size", "hidden_act", "position_embedding", "pooling",
+                     "patch_embedding", "conv_stem_channels", "layerscale_init", "qkv_bias", "hidden_dropout_prob",
+                     "attention_probs_dropout_prob", "drop_path_rate")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", default="data/fashion_mnist",
+                        help="Fashion-MNIST as train/<class>/*.png and test/<class>/*.png")
+    parser.add_argument("--work_dir", default="outputs/transfer", help="subset folders, model folders, report")
+    parser.add_argument("--pretrain_config", default=str(REPO / "configs/fashion_mnist_pretrain_0to4.yaml"))
+    parser.add_argument("--finetune_config", default=str(REPO / "configs/fashion_mnist_fewshot_5to9.yaml"),
+                        help="the recipe of both 500-image runs (fine-tune and scratch)")
+    parser.add_argument("--shots", type=int, default=100, help="training images per target class")
+    parser.add_argument("--seed", type=int, default=42, help="picks the few-shot images; also the training seed")
+    parser.add_argument("--pretrain_minutes", type=float, default=None,
+                        help="override the pretraining config's max_train_minutes")
+    parser.add_argument("--learning_rates", type=lambda v: v.split(","), default="3e-4,1e-3,3e-3",
+                        help="comma-separated; each start (pretrained, scratch) is trained at each one and keeps "
+                             "the one with the best validation accuracy")
+    parser.add_argument("--skip_pretrain", action="store_true",
+                        help="reuse WORK_DIR/pretrain_0to4 from an earlier run")
+    parser.add_argument("--report_md", default=None, help="also write the Markdown report here")
+    parser.add_argument("--report_json", default=None, help="also write the JSON report here")
+    parser.add_argument("extra", nargs="*", help="flags passed on to the two 500-image runs (after --)")
+    return parser.parse_args()
+
+
+def pngs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
+
+
+def link_files(files: list[Path], target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for source in files:
+        link = target / source.name
+        if not link.exists():
+            os.symlink(source.resolve(), link)
+
+
+def build_subsets(data_dir: Path, root: Path, shots: int, seed: int) -> dict[str, Path]:
+    """Image folders of symlinks: pretraining train/test (classes 0-4), few-shot train/val/test (classes 5-9)."""
+    folders = {name: root / name for name in ("pretrain_train", "pretrain_test", "fewshot_train", "fewshot_val",
+                                              "fewshot_test")}
+    marker = root / ".complete.json"
+    wanted = {"data_dir": str(data_dir.resolve()), "shots": shots, "seed": seed}
+    if marker.exists() and json.loads(marker.read_text()) == wanted:
+        return folders
+    for folder in folders.values():
+        if folder.exists():
+            for path in sorted(folder.rglob("*"), reverse=True):
+                path.unlink() if not path.is_dir() else path.rmdir()
+            folder.rmdir()
+    rng = random.Random(seed)
+    for name in SOURCE_CLASSES:
+        link_files(pngs(data_dir / "train" / name), folders["pretrain_train"] / name)
+        link_files(pngs(data_dir / "test" / name), folders["pretrain_test"] / name)
+    for name in TARGET_CLASSES:
+        files = pngs(data_dir / "train" / name)
+        picked = rng.sample(files, 2 * shots)
+        link_files(picked[:shots], folders["fewshot_train"] / name)
+        link_files(picked[shots:], folders["fewshot_val"] / name)
+        link_files(pngs(data_dir / "test" / name), folders["fewshot_test"] / name)
+    marker.write_text(json.dumps(wanted))
+    return folders
+
+
+def train(args: list[str], log: Path) -> dict:
+    command = [sys.executable, "-m", "vit_finetune.cli", "train", *args]
+    print("\n$ vit-finetune train " + " ".join(shlex.quote(a) for a in args), flush=True)
+    start = time.time()
+    with open(log, "w") as out:
+        result = subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    wall = time.time() - start
+    if result.returncode:
+        sys.exit(f"training failed (exit {result.returncode}); see {log}:\n" + "".join(log.read_text().splitlines(True)[-20:]))
+    output_dir = Path(args[args.index("--output_dir") + 1])
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    metrics["wall_s"] = round(wall, 1)
+    test = metrics.get("test", {})
+    print(f"  done in {wall / 60:.1f} min (training {metrics['train_runtime_s'] / 60:.1f} min, "
+          f"{metrics['epochs']:.1f} epochs); validation {100 * metrics['eval']['accuracy']:.2f}%"
+          + (f", test {100 * test['accuracy']:.2f}% on {test['samples']} images" if test else ""), flush=True)
+    return metrics
+
+
+def summary(metrics: dict) -> dict:
+    keep = ("epochs", "global_step", "train_runtime_s", "wall_s", "best_step")
+    return {"test": metrics.get("test"), "validation": metrics["eval"], **{k: metrics.get(k) for k in keep}}
+
+
+def main() -> None:
+    args = parse_args()
+    data_dir, work = Path(args.data_dir).resolve(), Path(args.work_dir).resolve()
+    for split in ("train", "test"):
+        missing = [c for c in CLASS_NAMES if not (data_dir / split / c).is_dir()]
+        if missing:
+            sys.exit(f"{data_dir / split} lacks {missing}: run scripts/prepare_fashion_mnist.py --output_dir {data_dir}")
+    work.mkdir(parents=True, exist_ok=True)
+    experiment_start = time.time()
+    folders = build_subsets(data_dir, work / "data", args.shots, args.seed)
+    print(f"subsets in {work / 'data'}: pretraining on {', '.join(SOURCE_CLASSES)}; "
+          f"{args.shots} images per class of {', '.join(TARGET_CLASSES)}", flush=True)
+
+    pretrain_config = yaml.safe_load(Path(args.pretrain_config).read_text())
+    architecture = [f"--{k}={v}" for k, v in pretrain_config.items() if k in ARCHITECTURE_KEYS]
+    seed = ["--seed", str(args.seed)]
+    pretrained = work / "pretrain_0to4"
+    pretrain_args = ["--config", args.pretrain_config, "--train_dir", str(folders["pretrain_train"]),
+                     "--test_dir", str(folders["pretrain_test"]), "--output_dir", str(pretrained),
+                     "--overwrite_output_dir", *seed]
+    if args.pretrain_minutes is not None:
+        pretrain_args += ["--max_train_minutes", str(args.pretrain_minutes)]
+    if args.skip_pretrain and (pretrained / "metrics.json").exists():
+        print(f"\nreusing {pretrained}", flush=True)
+        pretrain = json.loads((pretrained / "metrics.json").read_text())
+    else:
+        pretrain = train(pretrain_args, work / "pretrain_0to4.log")
+
+    fewshot = ["--config", args.finetune_config, "--train_dir", str(folders["fewshot_train"]),
+               "--validation_dir", str(folders["fewshot_val"]), "--test_dir", str(folders["fewshot_test"]),
+               "--overwrite_output_dir", *seed]
+    starts = {"finetune": ["--model_name_or_path", str(pretrained)], "scratch": architecture}
+    runs: dict[str, list[dict]] = {"finetune": [], "scratch": []}
+    for name, start_flags in starts.items():
+        for lr in args.learning_rates:
+            tag = f"{name}_5to9_lr{lr}"
+            metrics = train([*fewshot, *start_flags, "--learning_rate", lr, "--output_dir", str(work / tag),
+                             *args.extra], work / f"{tag}.log")
+            runs[name].append({"learning_rate": float(lr), "output_dir": str(work / tag), **summary(metrics)})
+    # Each start gets the same tuning budget: the learning rate with the best validation accuracy (never the test).
+    chosen = {name: max(candidates, key=lambda r: (r["validation"]["accuracy"], -r["learning_rate"]))
+              for name, candidates in runs.items()}
+    finetune, scratch = chosen["finetune"], chosen["scratch"]
+
+    gain = 100 * (finetune["test"]["accuracy"] - scratch["test"]["accuracy"])
+    report = {
+        "data_dir": str(data_dir),
+        "source_classes": SOURCE_CLASSES,
+        "target_classes": TARGET_CLASSES,
+        "shots_per_class": args.shots,
+        "seed": args.seed,
+        "pretrain_config": args.pretrain_config,
+        "finetune_config": args.finetune_config,
+        "learning_rates": [float(lr) for lr in args.learning_rates],
+        "extra_flags": args.extra,
+        "pretrain": summary(pretrain),
+        "finetune": finetune,
+        "scratch": scratch,
+        "all_runs": runs,
+        "gain_points": round(gain, 2),
+        "experiment_wall_s": round(time.time() - experiment_start, 1),
+    }
+
+    def pct(m: dict | None) -> str:
+        return f"{100 * m['accuracy']:.2f}%" if m else "-"
+
+    n_test = finetune["test"]["samples"]
+    pretrain_images = sum(len(pngs(d)) for d in folders["pretrain_train"].iterdir())
+    lines = [
+        "# Transfer: pretrain on Fashion-MNIST classes 0-4, learn classes 5-9 from "
+        f"{args.shots} images per class",
+        "",
+        f"Test split of classes 5-9: {n_test} images. Seed {args.seed}. "
+        f"Whole experiment: {report['experiment_wall_s'] / 60:.1f} min wall time.",
+        "",
+        "| run | start | training images | learning rate | epochs | train min | val accuracy | test accuracy |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| pretrain (classes 0-4) | random | {pretrain_images} (10% held out for validation) | - | "
+        f"{pretrain['epochs']:.2f} | {pretrain['train_runtime_s'] / 60:.1f} | {pct(pretrain['eval'])} | "
+        f"{pct(pretrain.get('test'))} (0-4 test) |",
+        f"| **fine-tune (classes 5-9)** | pretrained on 0-4 | {5 * args.shots} | {finetune['learning_rate']:g} | "
+        f"{finetune['epochs']:.0f} | {finetune['train_runtime_s'] / 60:.1f} | {pct(finetune['validation'])} | "
+        f"**{pct(finetune['test'])}** |",
+        f"| **scratch (classes 5-9)** | random | {5 * args.shots} | {scratch['learning_rate']:g} | "
+        f"{scratch['epochs']:.0f} | {scratch['train_runtime_s'] / 60:.1f} | {pct(scratch['validation'])} | "
+        f"**{pct(scratch['test'])}** |",
+        "",
+        f"The pretrained start is {gain:+.2f} points on the test split.",
+        "",
+        f"Each start's learning rate is chosen on the validation images ({args.shots} more per class, disjoint from "
+        "the training images) among all the runs below; the test split is only reported.",
+        "",
+        "| start | learning rate | val accuracy | test accuracy |",
+        "|---|---|---|---|",
+        *[f"| {name} | {r['learning_rate']:g} | {pct(r['validation'])} | {pct(r['test'])} |"
+          for name, candidates in runs.items() for r in candidates],
+        "",
+        f"Recipes: `{os.path.relpath(args.pretrain_config, REPO)}` (pretraining), "
+        f"`{os.path.relpath(args.finetune_config, REPO)}` (all {5 * args.shots}-image runs, identical but for the start and the "
+        "learning rate)" + (f", plus `{' '.join(args.extra)}`" if args.extra else "") + ".",
+        "",
+    ]
+    text = "\n".join(lines)
+    (work / "report.md").write_text(text)
+    (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    for path, content in ((args.report_md, text), (args.report_json, json.dumps(report, indent=2) + "\n")):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(content)
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
