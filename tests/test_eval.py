@@ -8,19 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from image_fixtures import write_class_folder
-from training_fixtures import CLASSES, tiny_args, write_dataset
+from training_fixtures import CLASSES
 
 from vit_finetune import evaluation
 from vit_finetune.plots import confusion_matrix
-from vit_finetune.train import main as train_main
-
-
-@pytest.fixture(scope="module")
-def model_and_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    data = write_dataset(tmp_path_factory.mktemp("images"))
-    output = tmp_path_factory.mktemp("run") / "model"
-    assert train_main(tiny_args(data, output)) == 0
-    return output, data
 
 
 def test_eval_on_an_image_folder_reproduces_the_training_test_metrics(

@@ -7,18 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from training_fixtures import CLASSES, tiny_args, write_dataset
+from training_fixtures import CLASSES
 
 from vit_finetune import predict
-from vit_finetune.train import main as train_main
-
-
-@pytest.fixture(scope="module")
-def model_and_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    data = write_dataset(tmp_path_factory.mktemp("images"))
-    output = tmp_path_factory.mktemp("run") / "model"
-    assert train_main(tiny_args(data, output)) == 0
-    return output, data
 
 
 def test_csv_predictions_reproduce_the_test_accuracy(model_and_data: tuple[Path, Path], tmp_path: Path) -> None:
