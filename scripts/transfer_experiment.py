@@ -8,8 +8,9 @@ than the same ViT trained from scratch?
               class (the new label set re-initialises the classification head);
 3. scratch    the same architecture, the same 5 x `--shots` images and the same fine-tuning recipe, random init;
 
-both 500-image runs at each of `--learning_rates` (the same small grid for both starts; each keeps the rate with the
-best validation accuracy), then both are evaluated on the full 5-9 test split (5,000 images). Validation uses
+both 500-image runs at each setting of a small grid, `--learning_rates` x `--layer_decays` (the same grid for both
+starts; each keeps the setting with the best validation accuracy), then both are evaluated on the full 5-9 test
+split (5,000 images); the report also compares the two starts setting by setting. Validation uses
 another `--shots` training images per class, disjoint from the fine-tuning images; the test split is never used
 for any choice. Writes `report.md` and `report.json` in `--work_dir` (and `--report_md` / `--report_json`).
 
@@ -38,10 +39,8 @@ SOURCE_CLASSES = CLASS_NAMES[:5]
 TARGET_CLASSES = CLASS_NAMES[5:]
 # Architecture fields of a config: the scratch run takes them from the pretraining config (a fine-tuning run
 # cannot change them: they come with the pretrained weights).
-ARCHITECTURE_KEYS = ("image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers",
-                     "num_attention_heads", "intermediate_size", "hidden_act", "position_embedding", "pooling",
-                     "patch_embedding", "conv_stem_channels", "layerscale_init", "qkv_bias", "hidden_dropout_prob",
-                     "attention_probs_dropout_prob", "drop_path_rate")
+sys.path.insert(0, str(REPO))
+from vit_finetune.train import ARCHITECTURE_FIELDS as ARCHITECTURE_KEYS  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -56,9 +55,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42, help="picks the few-shot images; also the training seed")
     parser.add_argument("--pretrain_minutes", type=float, default=None,
                         help="override the pretraining config's max_train_minutes")
+    parser.add_argument("--pretrain_epochs", type=float, default=None,
+                        help="override the pretraining config's num_train_epochs")
     parser.add_argument("--learning_rates", type=lambda v: v.split(","), default="3e-4,1e-3,3e-3",
                         help="comma-separated; each start (pretrained, scratch) is trained at each one and keeps "
                              "the one with the best validation accuracy")
+    parser.add_argument("--layer_decays", type=lambda v: v.split(","), default="1.0",
+                        help="comma-separated layer-wise learning-rate decays (1.0 = off) crossed with the rates")
+    parser.add_argument("--reuse_runs", action="store_true",
+                        help="keep any 500-image run whose folder already has metrics.json (same flags assumed)")
     parser.add_argument("--skip_pretrain", action="store_true",
                         help="reuse WORK_DIR/pretrain_0to4 from an earlier run")
     parser.add_argument("--report_md", default=None, help="also write the Markdown report here")
@@ -152,6 +157,8 @@ def main() -> None:
                      "--overwrite_output_dir", *seed]
     if args.pretrain_minutes is not None:
         pretrain_args += ["--max_train_minutes", str(args.pretrain_minutes)]
+    if args.pretrain_epochs is not None:
+        pretrain_args += ["--num_train_epochs", str(args.pretrain_epochs)]
     if args.skip_pretrain and (pretrained / "metrics.json").exists():
         print(f"\nreusing {pretrained}", flush=True)
         pretrain = json.loads((pretrained / "metrics.json").read_text())
@@ -164,17 +171,28 @@ def main() -> None:
     starts = {"finetune": ["--model_name_or_path", str(pretrained)], "scratch": architecture}
     runs: dict[str, list[dict]] = {"finetune": [], "scratch": []}
     for name, start_flags in starts.items():
-        for lr in args.learning_rates:
-            tag = f"{name}_5to9_lr{lr}"
-            metrics = train([*fewshot, *start_flags, "--learning_rate", lr, "--output_dir", str(work / tag),
-                             *args.extra], work / f"{tag}.log")
-            runs[name].append({"learning_rate": float(lr), "output_dir": str(work / tag), **summary(metrics)})
-    # Each start gets the same tuning budget: the learning rate with the best validation accuracy (never the test).
-    chosen = {name: max(candidates, key=lambda r: (r["validation"]["accuracy"], -r["learning_rate"]))
+        for layer_decay in args.layer_decays:
+            for lr in args.learning_rates:
+                tag = f"{name}_5to9_lr{lr}" + (f"_ld{layer_decay}" if float(layer_decay) != 1.0 else "")
+                if args.reuse_runs and (work / tag / "metrics.json").exists():
+                    print(f"\nreusing {work / tag}", flush=True)
+                    metrics = json.loads((work / tag / "metrics.json").read_text())
+                else:
+                    metrics = train([*fewshot, *start_flags, "--learning_rate", lr, "--layer_decay", layer_decay,
+                                     "--output_dir", str(work / tag), *args.extra], work / f"{tag}.log")
+                runs[name].append({"learning_rate": float(lr), "layer_decay": float(layer_decay),
+                                   "output_dir": str(work / tag), **summary(metrics)})
+    # Each start gets the same tuning budget: the setting with the best validation accuracy (never the test);
+    # ties go to the gentler setting.
+    chosen = {name: max(candidates, key=lambda r: (r["validation"]["accuracy"], -r["learning_rate"], r["layer_decay"]))
               for name, candidates in runs.items()}
     finetune, scratch = chosen["finetune"], chosen["scratch"]
 
     gain = 100 * (finetune["test"]["accuracy"] - scratch["test"]["accuracy"])
+    # Setting by setting (same learning rate and layer decay): how often, and by how much, the pretrained start wins.
+    paired = [(f, s) for f in runs["finetune"] for s in runs["scratch"]
+              if (f["learning_rate"], f["layer_decay"]) == (s["learning_rate"], s["layer_decay"])]
+    paired_gains = [100 * (f["test"]["accuracy"] - s["test"]["accuracy"]) for f, s in paired]
     report = {
         "data_dir": str(data_dir),
         "source_classes": SOURCE_CLASSES,
@@ -184,6 +202,8 @@ def main() -> None:
         "pretrain_config": args.pretrain_config,
         "finetune_config": args.finetune_config,
         "learning_rates": [float(lr) for lr in args.learning_rates],
+        "layer_decays": [float(ld) for ld in args.layer_decays],
+        "paired_gains_points": [round(g, 2) for g in paired_gains],
         "extra_flags": args.extra,
         "pretrain": summary(pretrain),
         "finetune": finetune,
@@ -205,31 +225,32 @@ def main() -> None:
         f"Test split of classes 5-9: {n_test} images. Seed {args.seed}. "
         f"Whole experiment: {report['experiment_wall_s'] / 60:.1f} min wall time.",
         "",
-        "| run | start | training images | learning rate | epochs | train min | val accuracy | test accuracy |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| pretrain (classes 0-4) | random | {pretrain_images} (10% held out for validation) | - | "
+        "| run | start | training images | learning rate | layer decay | epochs | train min | val accuracy | "
+        "test accuracy |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| pretrain (classes 0-4) | random | {pretrain_images} (10% held out for validation) | - | - | "
         f"{pretrain['epochs']:.2f} | {pretrain['train_runtime_s'] / 60:.1f} | {pct(pretrain['eval'])} | "
         f"{pct(pretrain.get('test'))} (0-4 test) |",
-        f"| **fine-tune (classes 5-9)** | pretrained on 0-4 | {5 * args.shots} | {finetune['learning_rate']:g} | "
-        f"{finetune['epochs']:.0f} | {finetune['train_runtime_s'] / 60:.1f} | {pct(finetune['validation'])} | "
-        f"**{pct(finetune['test'])}** |",
-        f"| **scratch (classes 5-9)** | random | {5 * args.shots} | {scratch['learning_rate']:g} | "
-        f"{scratch['epochs']:.0f} | {scratch['train_runtime_s'] / 60:.1f} | {pct(scratch['validation'])} | "
-        f"**{pct(scratch['test'])}** |",
+        *[f"| **{label} (classes 5-9)** | {start} | {5 * args.shots} | {r['learning_rate']:g} | {r['layer_decay']:g} | "
+          f"{r['epochs']:.0f} | {r['train_runtime_s'] / 60:.1f} | {pct(r['validation'])} | **{pct(r['test'])}** |"
+          for label, start, r in (("fine-tune", "pretrained on 0-4", finetune), ("scratch", "random", scratch))],
         "",
-        f"The pretrained start is {gain:+.2f} points on the test split.",
+        f"The pretrained start is {gain:+.2f} points on the test split. Setting by setting (same learning rate and "
+        f"layer decay) it is ahead in {sum(g > 0 for g in paired_gains)} of {len(paired_gains)}, by "
+        f"{sum(paired_gains) / max(len(paired_gains), 1):+.2f} points on average.",
         "",
-        f"Each start's learning rate is chosen on the validation images ({args.shots} more per class, disjoint from "
+        f"Each start's setting is chosen on the validation images ({args.shots} more per class, disjoint from "
         "the training images) among all the runs below; the test split is only reported.",
         "",
-        "| start | learning rate | val accuracy | test accuracy |",
-        "|---|---|---|---|",
-        *[f"| {name} | {r['learning_rate']:g} | {pct(r['validation'])} | {pct(r['test'])} |"
-          for name, candidates in runs.items() for r in candidates],
+        "| learning rate | layer decay | pretrained: val | pretrained: test | scratch: val | scratch: test | "
+        "test gain |",
+        "|---|---|---|---|---|---|---|",
+        *[f"| {f['learning_rate']:g} | {f['layer_decay']:g} | {pct(f['validation'])} | {pct(f['test'])} | "
+          f"{pct(s['validation'])} | {pct(s['test'])} | {g:+.2f} |" for (f, s), g in zip(paired, paired_gains)],
         "",
         f"Recipes: `{os.path.relpath(args.pretrain_config, REPO)}` (pretraining), "
-        f"`{os.path.relpath(args.finetune_config, REPO)}` (all {5 * args.shots}-image runs, identical but for the start and the "
-        "learning rate)" + (f", plus `{' '.join(args.extra)}`" if args.extra else "") + ".",
+        f"`{os.path.relpath(args.finetune_config, REPO)}` (all {5 * args.shots}-image runs, identical but for the start, the "
+        "learning rate and the layer decay)" + (f", plus `{' '.join(args.extra)}`" if args.extra else "") + ".",
         "",
     ]
     text = "\n".join(lines)

@@ -37,6 +37,7 @@ def tiny(**overrides) -> ViTConfig:
         (dict(num_hidden_layers=0), "num_hidden_layers"),
         (dict(drop_path_rate=1.5), "drop_path_rate"),
         (dict(patch_embedding="conv", patch_size=6, image_size=36), "patch_size"),
+        (dict(patch_embedding="conv", conv_stem_depth=0), "conv_stem_depth"),
     ],
 )
 def test_impossible_config_names_the_field(fields, field_name):
@@ -61,6 +62,20 @@ def test_every_variant_runs_and_sdpa_matches_eager(position_embedding, pooling, 
     assert len(eager.attentions) == 2
     assert eager.attentions[0].shape == (4, 2, 17, 17)
     torch.testing.assert_close(eager.attentions[0].sum(-1), torch.ones(4, 2, 17))
+
+
+def test_conv_stem_depth_adds_resolution_keeping_convolutions():
+    """conv_stem_depth=3: per stage one stride-2 and two stride-1 3x3 convolutions; the tokens are the same."""
+    from vit_finetune.modeling_vit import ConvStem
+
+    shallow = ConvStem(tiny(patch_embedding="conv", conv_stem_channels=8))
+    deep = ConvStem(tiny(patch_embedding="conv", conv_stem_channels=8, conv_stem_depth=3))
+    strides = [m.stride[0] for m in deep.layers if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert strides == [2, 1, 1] * 3  # patch_size 8: three stages
+    pixels = torch.randn(2, 3, 32, 32)
+    assert deep(pixels).shape == shallow(pixels).shape == (2, 32, 4, 4)
+    # Depth 1 keeps the layer names of models saved before conv_stem_depth existed.
+    assert [n for n, _ in shallow.named_parameters()][:3] == ["layers.0.weight", "layers.1.weight", "layers.1.bias"]
 
 
 def test_pooling_changes_what_the_head_sees():

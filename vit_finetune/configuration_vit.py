@@ -40,6 +40,9 @@ class ViTConfig(PretrainedConfig):
             stride reaches `patch_size`) that helps ViTs learn from small datasets.
         conv_stem_channels: width of the first stem convolution (doubled at each downsampling, capped at
             `hidden_size`); only used with `patch_embedding="conv"`.
+        conv_stem_depth: 3x3 convolutions per resolution of the stem: the first of each halves the
+            resolution, the others keep it (more convolutional capacity at a small cost, for small images);
+            only used with `patch_embedding="conv"`.
         layerscale_init: if set, each residual branch is scaled by a learned per-channel factor initialised
             to this value (CaiT/DeiT-III LayerScale); `None` disables it.
     """
@@ -66,6 +69,7 @@ class ViTConfig(PretrainedConfig):
         pooling: str = "cls",
         patch_embedding: str = "patch",
         conv_stem_channels: int = 32,
+        conv_stem_depth: int = 1,
         layerscale_init: float | None = None,
         **kwargs,
     ):
@@ -87,6 +91,7 @@ class ViTConfig(PretrainedConfig):
         self.pooling = pooling
         self.patch_embedding = patch_embedding
         self.conv_stem_channels = conv_stem_channels
+        self.conv_stem_depth = conv_stem_depth
         self.layerscale_init = layerscale_init
         super().__init__(**kwargs)
         self.validate()
@@ -94,7 +99,7 @@ class ViTConfig(PretrainedConfig):
     def validate(self) -> None:
         """Raise a ValueError naming the field for any impossible combination."""
         for name in ("image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers",
-                     "num_attention_heads", "intermediate_size"):
+                     "num_attention_heads", "intermediate_size", "conv_stem_channels", "conv_stem_depth"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"ViTConfig.{name} must be a positive integer, got {value!r}")

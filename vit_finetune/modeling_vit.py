@@ -30,8 +30,9 @@ class ConvStem(nn.Module):
     """A small convolutional stem (Xiao et al. 2021, "Early convolutions help transformers see better").
 
     3x3 stride-2 convolutions with BatchNorm and ReLU halve the resolution until the total stride equals
-    the patch size, then a 1x1 convolution projects to the token width. It gives the transformer the
-    locality prior that small datasets cannot teach it.
+    the patch size (each followed by `conv_stem_depth - 1` stride-1 ones at that resolution), then a 1x1
+    convolution projects to the token width. It gives the transformer the locality prior that small datasets
+    cannot teach it.
     """
 
     def __init__(self, config: ViTConfig):
@@ -39,12 +40,15 @@ class ConvStem(nn.Module):
         layers: list[nn.Module] = []
         in_channels, out_channels = config.num_channels, config.conv_stem_channels
         for _ in range(int(math.log2(config.patch_size))):
-            layers += [
-                nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(out_channels),
-                nn.ReLU(inplace=True),
-            ]
-            in_channels, out_channels = out_channels, min(out_channels * 2, config.hidden_size)
+            for index in range(config.conv_stem_depth):
+                layers += [
+                    nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=2 if index == 0 else 1, padding=1,
+                              bias=False),
+                    nn.BatchNorm2d(out_channels),
+                    nn.ReLU(inplace=True),
+                ]
+                in_channels = out_channels
+            out_channels = min(out_channels * 2, config.hidden_size)
         layers.append(nn.Conv2d(in_channels, config.hidden_size, kernel_size=1))
         self.layers = nn.Sequential(*layers)
 

@@ -71,6 +71,15 @@ class NonFiniteLossError(RuntimeError):
 # ==========================================================================================================
 
 
+# The ViTConfig fields a run may set from the command line or YAML (the architecture of a from-scratch model).
+ARCHITECTURE_FIELDS = (
+    "image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers", "num_attention_heads",
+    "intermediate_size", "hidden_act", "position_embedding", "pooling", "patch_embedding", "conv_stem_channels",
+    "conv_stem_depth", "layerscale_init", "qkv_bias", "hidden_dropout_prob", "attention_probs_dropout_prob",
+    "drop_path_rate",
+)
+
+
 @dataclass
 class ModelArguments:
     """Which model to start from. With no `model_name_or_path` a new ViT is built from the fields below."""
@@ -96,6 +105,7 @@ class ModelArguments:
     pooling: str | None = field(default=None, metadata={"help": "cls (CLS token) or mean (mean of patch tokens)."})
     patch_embedding: str | None = field(default=None, metadata={"help": "patch (one strided conv) or conv (stem)."})
     conv_stem_channels: int | None = field(default=None, metadata={"help": "Width of the first stem convolution."})
+    conv_stem_depth: int | None = field(default=None, metadata={"help": "3x3 stem convolutions per resolution."})
     layerscale_init: float | None = field(default=None, metadata={"help": "LayerScale initial value (off if unset)."})
     qkv_bias: bool | None = field(default=None, metadata={"help": "Bias on the query/key/value projection."})
     hidden_dropout_prob: float | None = field(default=None, metadata={"help": "Dropout on embeddings and branches."})
@@ -110,11 +120,7 @@ class ModelArguments:
         default=None, metadata={"help": "Normalisation std per channel (default: the source model's, else 0.5)."})
 
     def architecture_overrides(self) -> dict[str, Any]:
-        names = ("image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers",
-                 "num_attention_heads", "intermediate_size", "hidden_act", "position_embedding", "pooling",
-                 "patch_embedding", "conv_stem_channels", "layerscale_init", "qkv_bias", "hidden_dropout_prob",
-                 "attention_probs_dropout_prob", "drop_path_rate")
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        return {name: getattr(self, name) for name in ARCHITECTURE_FIELDS if getattr(self, name) is not None}
 
     def __post_init__(self) -> None:
         overrides = self.architecture_overrides()
@@ -554,8 +560,8 @@ def train(model_args: ModelArguments, data_args: Any, args: TrainingArguments) -
         dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),
     )
     main_process = accelerator.is_main_process
-    logger.info("%d process(es) on %s, mixed precision %s", accelerator.num_processes, accelerator.device,
-                accelerator.mixed_precision)
+    logger.info("%d process(es) on %s (%s), mixed precision %s", accelerator.num_processes, accelerator.device,
+                accelerator.distributed_type.value, accelerator.mixed_precision)
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls on Ampere+: free speed for training
         torch.backends.cudnn.allow_tf32 = True
