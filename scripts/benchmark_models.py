@@ -472,9 +472,11 @@ def to_markdown(results: dict) -> str:
         ratios = " | ".join(f"{cell['speedup'][p]:.2f}x ({cell['best_speedup'][p]:.2f}x)" for p in peers)
         worst = min(cell["speedup"][p] for p in peers) if peers else float("nan")
         worst_best = min(cell["best_speedup"][p] for p in peers) if peers else float("nan")
-        like_for_like = cell["model"] == "ours-plain" or not SHAPES[cell["shape"]].ours_extra
-        name = cell["shape"] + {"ours-plain": " (ours-plain)", "ours": " (recipe model)"}[cell["model"]] * bool(
-            SHAPES[cell["shape"]].ours_extra)
+        has_extras = bool(SHAPES[cell["shape"]].ours_extra)
+        like_for_like = cell["model"] == "ours-plain" or not has_extras
+        name = cell["shape"]
+        if has_extras:
+            name += " (ours-plain)" if cell["model"] == "ours-plain" else " (recipe model)"
         # The recipe model has a conv stem the peers lack (more FLOPs): its ratios are shown, not scored.
         verdict = f"**{worst:.2f}x** ({worst_best:.2f}x)" if like_for_like else "not like for like"
         lines.append(
