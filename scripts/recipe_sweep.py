@@ -23,7 +23,6 @@ Writes `<out>/accuracy_<name>.json` (one per variant: per-epoch validation and t
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import os
@@ -38,7 +37,7 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 from vit_finetune.train import ARCHITECTURE_FIELDS as MODEL_FIELDS  # noqa: E402
 
 
@@ -76,25 +75,20 @@ def training_pieces(model: torch.nn.Module, recipe: dict[str, Any], steps: int, 
     return optimizer, scheduler, augment
 
 
-def read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path) as f:
-        data = f.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims).copy()
-
-
 def load_fashion_mnist(idx_dir: Path, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """train / validation (stratified 10% of train) / test as uint8 (N, 1, 28, 28) images and int64 labels."""
-    images = read_idx(idx_dir / "train-images-idx3-ubyte.gz")[:, None]
-    labels = read_idx(idx_dir / "train-labels-idx1-ubyte.gz").astype(np.int64)
+    from prepare_fashion_mnist import FILES, read_idx
+
+    (train_images, train_labels), (test_images, test_labels) = (
+        (read_idx(str(idx_dir / images_file)), read_idx(str(idx_dir / labels_file)))
+        for images_file, labels_file in (FILES["train"], FILES["test"])
+    )
+    images, labels = train_images[:, None].copy(), train_labels.astype(np.int64)
     rng = np.random.default_rng(seed)
     val = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[: (labels == c).sum() // 10] for c in range(10)])
     train = np.setdiff1d(np.arange(len(labels)), val)
-    test_images = read_idx(idx_dir / "t10k-images-idx3-ubyte.gz")[:, None]
-    test_labels = read_idx(idx_dir / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
     return {"train": (images[train], labels[train]), "validation": (images[val], labels[val]),
-            "test": (test_images, test_labels)}
+            "test": (test_images[:, None].copy(), test_labels.astype(np.int64))}
 
 
 @torch.no_grad()
