@@ -154,8 +154,6 @@ def matmul_peak(dtype: torch.dtype, size: int | None = None, repeats: int = 7,
                 device: torch.device = torch.device("cpu")) -> float:
     """GFLOP/s of the best of `repeats` size^3 matmuls: the machine's practical peak for `dtype`."""
     size = size or (8192 if device.type == "cuda" else 2048)
-    if device.type == "cuda" and dtype == torch.float32:
-        torch.backends.cuda.matmul.allow_tf32 = False  # the float32 peak, not TF32's
     a, b = torch.randn(size, size, dtype=dtype, device=device), torch.randn(size, size, dtype=dtype, device=device)
     for _ in range(2):
         a @ b
@@ -393,6 +391,11 @@ def run_all(
     """Runs the benchmark and returns the JSON-able results (`batch_size` replaces every shape's own)."""
     import dataclasses
 
+    if device.type == "cuda":
+        # "fp32" means float32 for the peak and for every model alike, not TF32 (PyTorch's default for matmuls
+        # is already off; cuDNN's convolutions would use TF32 otherwise).
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     if quiet_wait:
         wait_for_quiet(quiet_wait)
     peaks = {"fp32": matmul_peak(torch.float32, device=device), "bf16": matmul_peak(torch.bfloat16, device=device)}

@@ -108,3 +108,12 @@ def add_bad_files(folder: Path) -> dict[str, str]:
         os.fspath(folder / "notes.jpg"): "not an image",
         os.fspath(folder / "empty.png"): "empty file",
     }
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An IDX file of unsigned bytes, gzipped, as Fashion-MNIST ships them."""
+    import gzip
+
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from image_fixtures import write_idx
 from PIL import Image
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prepare_fashion_mnist.py"
@@ -18,11 +19,6 @@ fm = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = fm  # so the worker processes of --workers 2 can pickle its functions
 spec.loader.exec_module(fm)
 
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + array.astype(np.uint8).tobytes())
 
 
 def fake_source(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:

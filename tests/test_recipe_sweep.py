@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
 import numpy as np
 import yaml
+from image_fixtures import write_idx
 from training_fixtures import run_python
 
 # No flips: they would swap the classes of the synthetic data below.
@@ -20,11 +20,6 @@ TINY_VARIANTS = {
     "tiny32": {**COMMON, "image_size": 32, "patch_size": 8, "conv_stem_depth": 2},
 }
 
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + array.astype(np.uint8).tobytes())
 
 
 def write_fashion_mnist_like(folder: Path) -> None:
