@@ -227,6 +227,26 @@ def peak_step_memory(step: Callable[[], None], device: torch.device = torch.devi
     return peak / 2**20
 
 
+# Matrix-product kernels: what the FLOP count measures. The rest of a step (casts, element-wise ops, norms,
+# softmax, the optimizer) is what a faster implementation can remove: 1 / gemm_share bounds its speed-up.
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution",
+            "aten::convolution_backward", "aten::_scaled_dot_product_flash_attention_for_cpu",
+            "aten::_scaled_dot_product_flash_attention_for_cpu_backward")
+
+
+def gemm_share(step: Callable[[], None], device: torch.device = torch.device("cpu")) -> float | None:
+    """Fraction of one step's CPU time (the profiler's self time, summed over ops) spent in GEMM_OPS; CPU only."""
+    if device.type != "cpu":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    return sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS) / total if total else None
+
+
 def others_cpu_load(window: float = 0.25) -> float | None:
     """CPUs' worth of work other processes did during `window` seconds (Linux /proc/stat), None elsewhere."""
     def read() -> tuple[int, int]:
@@ -266,6 +286,7 @@ class Cell:
     gflops_per_image: float = 0.0
     utilisation: float = 0.0  # of the measured matmul peak, at the best round's speed
     peak_mib: float = 0.0
+    gemm_share: float | None = None  # of the step's CPU time, in matrix-product kernels (see GEMM_OPS)
     # Per peer: median over rounds of (peer's time / our time) in the same round, and best / best.
     speedup: dict[str, float] = field(default_factory=dict)
     best_speedup: dict[str, float] = field(default_factory=dict)
@@ -312,6 +333,7 @@ def run_cell(
             cell.utilisation = cell.best_images_per_s * cell.gflops_per_image / peaks[dtype]
         if memory:
             cell.peak_mib = peak_step_memory(steps_of[name], device)
+            cell.gemm_share = gemm_share(steps_of[name], device)
     for ours in (n for n in models if n.startswith("ours")):
         for peer in (n for n in models if not n.startswith("ours")):
             ratios = [p / o for p, o in zip(cells[peer].seconds, cells[ours].seconds)]
@@ -463,7 +485,9 @@ def to_markdown(results: dict) -> str:
         "ran once, one after the other (in brackets: best round / best round). images/s: median round "
         "(best round). Utilisation: model FLOPs at the best round's speed / matmul peak of that dtype. "
         "Training step = forward, cross-entropy, backward, AdamW(fused=True); bf16 = autocast. "
-        "Memory: peak tensor memory a step allocates (profiler on CPU, allocator statistics on GPU).",
+        "Memory: peak tensor memory a step allocates (profiler on CPU, allocator statistics on GPU). "
+        "GEMM share (CPU): the part of a step's time spent in matrix products (mm, addmm, bmm, convolutions, "
+        "fused SDPA); what is left is casts, element-wise ops, norms, softmax and the optimizer.",
         "",
         "| shape | step | dtype | ours images/s | util | peak MiB | vs hf-sdpa | vs hf-eager | vs timm | "
         "vs best peer |",
@@ -486,12 +510,14 @@ def to_markdown(results: dict) -> str:
             f"| {name} | {cell['mode']} | {cell['dtype']} | {cell['images_per_s']:.1f} ({cell['best_images_per_s']:.1f}) "
             f"| {cell['utilisation']:.0%} | {cell['peak_mib']:.0f} | {ratios} | {verdict} |"
         )
-    lines += ["", "All models:", "", "| shape | step | dtype | model | images/s median (best) | GFLOP/image | util | peak MiB |",
-              "|---|---|---|---|---:|---:|---:|---:|"]
+    lines += ["", "All models:", "",
+              "| shape | step | dtype | model | images/s median (best) | GFLOP/image | util | peak MiB | GEMM share |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|"]
     for c in cells:
+        share = f"{c['gemm_share']:.0%}" if c.get("gemm_share") is not None else "-"
         lines.append(f"| {c['shape']} | {c['mode']} | {c['dtype']} | {c['model']} | {c['images_per_s']:.1f} "
                      f"({c['best_images_per_s']:.1f}) | {c['gflops_per_image']:.2f} | {c['utilisation']:.0%} | "
-                     f"{c['peak_mib']:.0f} |")
+                     f"{c['peak_mib']:.0f} | {share} |")
     notes = [f"- {name}: {SHAPES[name].note}" for name in results["shapes"] if SHAPES[name].note]
     if notes:
         lines += ["", *notes]

@@ -164,6 +164,28 @@ def test_losses_follow_problem_type():
     torch.testing.assert_close(out.loss, torch.nn.functional.mse_loss(out.logits.squeeze(-1), values))
 
 
+@pytest.mark.parametrize("hidden_act", ["gelu", "relu", "gelu_new"])
+@pytest.mark.parametrize("autocast", [False, True])
+def test_inference_without_autograd_gives_the_same_outputs(hidden_act, autocast):
+    """Without autograd the blocks write activations and residual sums over used-once buffers: the logits and
+    every returned hidden state must be exactly those of a forward that records gradients."""
+    torch.manual_seed(0)
+    model = ViTForImageClassification(tiny(hidden_act=hidden_act)).eval()
+    # One attention kernel for both (by default, recording gradients would pick another one on the CPU).
+    model.config._attn_implementation = "eager"
+    pixels = torch.randn(3, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        recorded = model(pixels, output_hidden_states=True)
+        with torch.inference_mode():
+            fast = model(pixels, output_hidden_states=True)
+        with torch.no_grad():
+            logits = model(pixels).logits
+    assert recorded.logits.requires_grad and not fast.logits.requires_grad
+    assert torch.equal(fast.logits, recorded.logits.detach()) and torch.equal(logits, fast.logits)
+    for got, want in zip(fast.hidden_states, recorded.hidden_states, strict=True):
+        assert torch.equal(got, want.detach())
+
+
 def test_gradient_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
     pixels, labels = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
