@@ -168,24 +168,23 @@ class ViTEmbeddings(nn.Module):
 # The encoder: pre-norm blocks of self-attention and MLP, each wrapped in a residual connection
 
 
-# Which attention kernel is faster, measured on a 2-core AVX-512 CPU (torch 2.14; `python
-# scripts/benchmark_models.py --attention`, best of 9, heads of 64, 50 / 197 / 577 tokens): the eager
-# bmm + softmax path with EagerAttention's backward beats PyTorch's SDPA in bfloat16 by 1.6-1.7x in inference
-# and 2.0-6.0x in training (SDPA's CPU backward is slow in bf16), and in float32 training by 1.08-1.43x;
-# SDPA wins float32 inference (1.1x). Beyond the measured lengths SDPA, whose memory stays linear, is kept.
+# Which attention kernel is faster on a 2-core AVX-512 CPU (torch 2.14). In bfloat16 the eager bmm + softmax path
+# (with EagerAttention's backward when training) beats PyTorch's SDPA by 1.6-1.7x in inference and 2.0-6.0x in
+# training, attention alone (`python scripts/benchmark_models.py --attention`, best of 9, heads of 64, 50 / 197 /
+# 577 tokens; SDPA's CPU backward is slow in bf16). In float32 SDPA wins: inference by 1.1x, and whole training
+# steps by 4-10% (ViT-Ti/S, interleaved with their SDPA twins): eager attention alone is faster there, but the
+# probabilities it keeps for backward are large fresh buffers, which cost page faults. Beyond the measured lengths
+# SDPA, whose memory stays linear, is kept.
 EAGER_ATTENTION_MAX_TOKENS = 640
 
 
-def use_eager_attention(
-    implementation: str, dtype: torch.dtype, device: torch.device, tokens: int, grad: bool = False
-) -> bool:
-    """True when attention should run as explicit bmm + softmax rather than `scaled_dot_product_attention`
-    (`grad`: a backward pass will follow)."""
+def use_eager_attention(implementation: str, dtype: torch.dtype, device: torch.device, tokens: int) -> bool:
+    """True when attention should run as explicit bmm + softmax rather than `scaled_dot_product_attention`."""
     if implementation == "eager":
         return True
     if implementation != "sdpa" or device.type != "cpu" or tokens > EAGER_ATTENTION_MAX_TOKENS:
         return False
-    return grad or dtype in (torch.bfloat16, torch.float16)
+    return dtype in (torch.bfloat16, torch.float16)
 
 
 class EagerAttention(torch.autograd.Function):
@@ -244,9 +243,7 @@ class ViTAttention(nn.Module):
 
         probs = None
         grad = torch.is_grad_enabled() and qkv.requires_grad
-        eager = output_attentions or use_eager_attention(
-            self.config._attn_implementation, qkv.dtype, qkv.device, tokens, grad
-        )
+        eager = output_attentions or use_eager_attention(self.config._attn_implementation, qkv.dtype, qkv.device, tokens)
         if eager:
             # One copy makes q, k, v contiguous (B * heads, T, head_dim) blocks of one tensor, for plain bmm
             # (a 4D matmul of the permuted views would copy each of them anyway).
