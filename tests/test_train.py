@@ -327,3 +327,18 @@ def test_finetune_our_grayscale_folder(data: Path, tmp_path: Path) -> None:
     assert main(argv) == 0
     processor = json.loads((second / "preprocessor_config.json").read_text())
     assert processor["image_mean"] == saved["image_mean"] and processor["image_std"] == saved["image_std"]
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (Path(__file__).parent.parent / "configs").glob("*.yaml")))
+def test_every_shipped_recipe_parses_and_describes_a_valid_model(recipe: str, tmp_path: Path) -> None:
+    """The YAML files in configs/ are what users run first: unknown keys, bad values or an impossible
+    architecture must fail here, not minutes into someone's run."""
+    import yaml
+
+    from vit_finetune import ViTConfig
+    from vit_finetune.train import ARCHITECTURE_FIELDS
+
+    path = Path(__file__).parent.parent / "configs" / recipe
+    parse_train_arguments(["--config", str(path), "--output_dir", str(tmp_path / "out")])
+    architecture = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k in ARCHITECTURE_FIELDS}
+    ViTConfig(**architecture)  # raises ValueError naming the field
