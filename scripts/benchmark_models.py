@@ -247,6 +247,15 @@ def gemm_share(step: Callable[[], None], device: torch.device = torch.device("cp
     return sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS) / total if total else None
 
 
+def minor_page_faults() -> int | None:
+    """This process's minor page faults so far (None where the resource module is missing: Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def others_cpu_load(window: float = 0.25) -> float | None:
     """CPUs' worth of work other processes did during `window` seconds (Linux /proc/stat), None elsewhere."""
     def read() -> tuple[int, int]:
@@ -287,6 +296,9 @@ class Cell:
     utilisation: float = 0.0  # of the measured matmul peak, at the best round's speed
     peak_mib: float = 0.0
     gemm_share: float | None = None  # of the step's CPU time, in matrix-product kernels (see GEMM_OPS)
+    # Minor page faults of the process per timed step, median over rounds (Linux/macOS): fresh memory from the
+    # kernel, a cost that FLOP counts miss.
+    page_faults: float | None = None
     # Per peer: median over rounds of (peer's time / our time) in the same round, and best / best.
     speedup: dict[str, float] = field(default_factory=dict)
     best_speedup: dict[str, float] = field(default_factory=dict)
@@ -310,6 +322,7 @@ def run_cell(
     torch.manual_seed(0)
     steps_of = {name: make_step(build_model(name, shape), shape, mode, dtype, device) for name in models}
     cells = {name: Cell(shape.name, name, mode, dtype, shape.batch_size) for name in models}
+    faults: dict[str, list[int]] = {name: [] for name in models}
     for name in models:
         for _ in range(warmup):
             steps_of[name]()
@@ -319,16 +332,20 @@ def run_cell(
             wait_for_quiet(quiet_wait)
         for name in order[round_index % len(order):] + order[: round_index % len(order)]:
             synchronize(device)
+            faults_before = minor_page_faults()
             start = time.perf_counter()
             for _ in range(steps):
                 steps_of[name]()
             synchronize(device)
             cells[name].seconds.append((time.perf_counter() - start) / steps)
+            if faults_before is not None:
+                faults[name].append((minor_page_faults() - faults_before) // steps)
     flops = {name: model_flops(name, shape) * (3 if mode == "train" else 1) for name in models}
     for name, cell in cells.items():
         cell.images_per_s = shape.batch_size / statistics.median(cell.seconds)
         cell.best_images_per_s = shape.batch_size / min(cell.seconds)
         cell.gflops_per_image = flops[name] / 1e9
+        cell.page_faults = statistics.median(faults[name]) if faults[name] else None
         if peaks:
             cell.utilisation = cell.best_images_per_s * cell.gflops_per_image / peaks[dtype]
         if memory:
@@ -487,7 +504,8 @@ def to_markdown(results: dict) -> str:
         "Training step = forward, cross-entropy, backward, AdamW(fused=True); bf16 = autocast. "
         "Memory: peak tensor memory a step allocates (profiler on CPU, allocator statistics on GPU). "
         "GEMM share (CPU): the part of a step's time spent in matrix products (mm, addmm, bmm, convolutions, "
-        "fused SDPA); what is left is casts, element-wise ops, norms, softmax and the optimizer.",
+        "fused SDPA); what is left is casts, element-wise ops, norms, softmax and the optimizer. Page faults: the "
+        "process's minor page faults per timed step (fresh memory from the kernel), median round.",
         "",
         "| shape | step | dtype | ours images/s | util | peak MiB | vs hf-sdpa | vs hf-eager | vs timm | "
         "vs best peer |",
@@ -511,13 +529,15 @@ def to_markdown(results: dict) -> str:
             f"| {cell['utilisation']:.0%} | {cell['peak_mib']:.0f} | {ratios} | {verdict} |"
         )
     lines += ["", "All models:", "",
-              "| shape | step | dtype | model | images/s median (best) | GFLOP/image | util | peak MiB | GEMM share |",
-              "|---|---|---|---|---:|---:|---:|---:|---:|"]
+              "| shape | step | dtype | model | images/s median (best) | GFLOP/image | util | peak MiB | GEMM share "
+              "| page faults/step |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for c in cells:
         share = f"{c['gemm_share']:.0%}" if c.get("gemm_share") is not None else "-"
+        faults = f"{c['page_faults']:,.0f}" if c.get("page_faults") is not None else "-"
         lines.append(f"| {c['shape']} | {c['mode']} | {c['dtype']} | {c['model']} | {c['images_per_s']:.1f} "
                      f"({c['best_images_per_s']:.1f}) | {c['gflops_per_image']:.2f} | {c['utilisation']:.0%} | "
-                     f"{c['peak_mib']:.0f} | {share} |")
+                     f"{c['peak_mib']:.0f} | {share} | {faults} |")
     notes = [f"- {name}: {SHAPES[name].note}" for name in results["shapes"] if SHAPES[name].note]
     if notes:
         lines += ["", *notes]
