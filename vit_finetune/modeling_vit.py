@@ -268,9 +268,9 @@ class ViTAttention(nn.Module):
 
 
 # Without autograd (inference), activations and residual sums are written over buffers that are used once.
-# Same values; but each saves allocating an activation-sized buffer, and on the CPU a fresh large buffer is
-# fresh pages from the kernel: ~100k page faults per ViT-Ti batch of 32 in float32, 10% of the time
-# (`scripts/benchmark_models.py --modes infer`).
+# Same values; but each saves allocating an activation-sized buffer, and on the CPU a fresh large buffer can be
+# fresh pages from the kernel: up to ~100k page faults per ViT-Ti batch of 32 in float32, which cost up to 10% of
+# the time (`scripts/benchmark_models.py --modes infer`, column "page faults/step").
 INPLACE_ACTIVATIONS = {"gelu": torch.ops.aten.gelu_, "relu": torch.relu_}
 
 
