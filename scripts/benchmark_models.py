@@ -120,8 +120,13 @@ def logits_of(output) -> torch.Tensor:
 # FLOPs (multiply-add = 2 FLOPs), from the shapes
 
 
-def forward_flops(shape: Shape, conv_stem: bool = False, conv_stem_channels: int = 32, conv_stem_depth: int = 1) -> float:
-    """FLOPs of one image's forward pass: patch embedding, blocks (projections + attention), head."""
+def forward_flops(shape: Shape, conv_stem: bool = False, conv_stem_channels: int = 32, conv_stem_depth: int = 1,
+                  cls_only_last_block: bool = False) -> float:
+    """FLOPs of one image's forward pass: patch embedding, blocks (projections + attention), head.
+
+    `cls_only_last_block`: the last block computes the CLS token's output alone (our CLS-pooled classifier):
+    keys and values for every token, the query, attention, output projection and MLP for one.
+    """
     grid = shape.image_size // shape.patch_size
     n, t, d, m = grid * grid, shape.tokens, shape.hidden_size, shape.intermediate_size
     if conv_stem:  # modeling_vit.ConvStem: per stage one stride-2 3x3 conv, then depth - 1 stride-1 ones
@@ -134,14 +139,16 @@ def forward_flops(shape: Shape, conv_stem: bool = False, conv_stem_channels: int
     else:
         embed = 2 * n * shape.num_channels * shape.patch_size**2 * d
     per_layer = 2 * t * d * (3 * d + d + 2 * m) + 2 * 2 * t * t * d
-    return embed + shape.num_layers * per_layer + 2 * d * shape.num_labels
+    last_layer = 2 * t * d * 2 * d + 2 * d * (d + d + 2 * m) + 2 * 2 * t * d if cls_only_last_block else per_layer
+    return embed + (shape.num_layers - 1) * per_layer + last_layer + 2 * d * shape.num_labels
 
 
 def model_flops(name: str, shape: Shape) -> float:
     extra = shape.ours_extra if name == "ours" else {}
     return forward_flops(shape, conv_stem=extra.get("patch_embedding") == "conv",
                          conv_stem_channels=extra.get("conv_stem_channels", 32),
-                         conv_stem_depth=extra.get("conv_stem_depth", 1))
+                         conv_stem_depth=extra.get("conv_stem_depth", 1),
+                         cls_only_last_block=name.startswith("ours") and extra.get("pooling", "cls") == "cls")
 
 
 def synchronize(device: torch.device) -> None:

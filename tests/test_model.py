@@ -178,12 +178,45 @@ def test_inference_without_autograd_gives_the_same_outputs(hidden_act, autocast)
         recorded = model(pixels, output_hidden_states=True)
         with torch.inference_mode():
             fast = model(pixels, output_hidden_states=True)
+        recorded_logits = model(pixels).logits  # CLS-only last block (see the next test)
         with torch.no_grad():
             logits = model(pixels).logits
     assert recorded.logits.requires_grad and not fast.logits.requires_grad
-    assert torch.equal(fast.logits, recorded.logits.detach()) and torch.equal(logits, fast.logits)
+    assert torch.equal(fast.logits, recorded.logits.detach()) and torch.equal(logits, recorded_logits.detach())
     for got, want in zip(fast.hidden_states, recorded.hidden_states, strict=True):
         assert torch.equal(got, want.detach())
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_cls_pooled_classifier_computes_only_the_cls_token_in_the_last_block(autocast):
+    """Only the CLS token's final state reaches a CLS-pooled head, so the last block runs its query, attention
+    output and MLP for that token alone. Logits and gradients must be those of the full computation."""
+    torch.manual_seed(0)
+    config = tiny(num_hidden_layers=3)
+    pixels, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    full, fast = ViTForImageClassification(config), ViTForImageClassification(config)
+    fast.load_state_dict(full.state_dict())
+    seen = {}
+    for name, model in (("full", full), ("fast", fast)):
+        model.vit.layers[-1].mlp.fc1.register_forward_pre_hook(lambda m, i, name=name: seen.update({name: i[0].shape}))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        # Asking for the hidden states takes the full path: every token's final state is returned.
+        full_out = full(pixels, labels=labels, output_hidden_states=True)
+        fast_out = fast(pixels, labels=labels)
+    full_out.loss.backward()
+    fast_out.loss.backward()
+    assert seen == {"full": (4, 17, 32), "fast": (4, 1, 32)}
+    tolerance = dict(atol=2e-2, rtol=2e-2) if autocast else dict(atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(fast_out.logits, full_out.logits, **tolerance)
+    for (name, got), want in zip(fast.named_parameters(), full.parameters(), strict=True):
+        torch.testing.assert_close(got.grad, want.grad, **tolerance, msg=name)
+
+    # The backbone alone keeps every token; mean pooling needs them all.
+    assert fast.vit(pixels).last_hidden_state.shape == (4, 17, 32)
+    mean_model = ViTForImageClassification(tiny(pooling="mean"))
+    mean_model.vit.layers[-1].mlp.fc1.register_forward_pre_hook(lambda m, i: seen.update(mean=i[0].shape))
+    mean_model(pixels)
+    assert seen["mean"] == (4, 17, 32)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

@@ -234,8 +234,11 @@ class ViTAttention(nn.Module):
         self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, cls_only: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T, D) -> (B, T, D), or (B, 1, D) with `cls_only`: the CLS token's output alone."""
+        if cls_only:
+            return self.attend_from_cls(hidden_states), None
         batch, tokens, width = hidden_states.shape
         # (B, T, 3D) -> (3, B, heads, T, head_dim)
         qkv = self.qkv(hidden_states).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
@@ -265,6 +268,20 @@ class ViTAttention(nn.Module):
 
         context = context.transpose(1, 2).reshape(batch, tokens, width)
         return self.proj_dropout(self.proj(context)), (probs if output_attentions else None)
+
+    def attend_from_cls(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The CLS token's query against every token's key and value: the same output row as `forward`, for
+        1/T of the query projection and attention, when nothing reads the other tokens' outputs."""
+        batch, tokens, width = hidden_states.shape
+        weight, bias = self.qkv.weight, self.qkv.bias  # rows: query, key, value
+        query = F.linear(hidden_states[:, :1], weight[:width], None if bias is None else bias[:width])
+        key_value = F.linear(hidden_states, weight[width:], None if bias is None else bias[width:])
+        query = query.view(batch, 1, self.num_heads, self.head_dim).transpose(1, 2)
+        key, value = key_value.view(batch, tokens, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        probs = torch.matmul(query, key.transpose(-1, -2)).mul_(self.scale).softmax(dim=-1)  # (B, heads, 1, T)
+        probs = F.dropout(probs, p=self.attention_dropout, training=self.training)
+        context = torch.matmul(probs, value).transpose(1, 2).reshape(batch, 1, width)
+        return self.proj_dropout(self.proj(context))
 
 
 # Without autograd (inference), activations and residual sums are written over buffers that are used once.
@@ -345,9 +362,12 @@ class ViTLayer(GradientCheckpointingLayer):
         self.drop_path = DropPath(drop_path)
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, cls_only: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attention_output, probs = self.attention(self.norm1(hidden_states), output_attentions)
+        """`cls_only`: compute the CLS token's output alone, (B, 1, D) (see ViTModel's `pooled_only`)."""
+        attention_output, probs = self.attention(self.norm1(hidden_states), output_attentions, cls_only)
+        if cls_only:
+            hidden_states = hidden_states[:, :1]
         hidden_states = add_residual(hidden_states, self.drop_path(self.ls1(attention_output)))
         hidden_states = add_residual(hidden_states, self.drop_path(self.ls2(self.mlp(self.norm2(hidden_states)))))
         return hidden_states, probs
@@ -412,17 +432,24 @@ class ViTModel(ViTPreTrainedModel):
         output_hidden_states: bool = False,
         interpolate_pos_encoding: bool = False,
         return_dict: bool | None = None,
+        pooled_only: bool = False,
         **kwargs,
     ) -> BaseModelOutputWithPooling | tuple:
+        """`pooled_only`: the caller reads `pooler_output` alone (a classification head). With CLS pooling the
+        last block then computes the CLS token's output only, since no other token's final state reaches the
+        pooled output: the same result for about 1/depth less work. `last_hidden_state` then holds the CLS
+        token alone, (B, 1, D). Ignored when hidden states or attentions are requested."""
         return_dict = self.config.return_dict if return_dict is None else return_dict
+        cls_only = pooled_only and self.config.pooling == "cls" and not (output_hidden_states or output_attentions)
         weight = self.embeddings.patch_embeddings.projection
         dtype = next(weight.parameters()).dtype
         hidden_states = self.embeddings(pixel_values.to(dtype), interpolate_pos_encoding)
 
         all_hidden_states = [hidden_states] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
-        for layer in self.layers:
-            hidden_states, probs = layer(hidden_states, output_attentions)
+        for index, layer in enumerate(self.layers):
+            last = index == len(self.layers) - 1
+            hidden_states, probs = layer(hidden_states, output_attentions, cls_only=cls_only and last)
             if output_hidden_states:
                 all_hidden_states.append(hidden_states)
             if output_attentions:
@@ -478,6 +505,7 @@ class ViTForImageClassification(ViTPreTrainedModel):
             output_hidden_states=output_hidden_states,
             interpolate_pos_encoding=interpolate_pos_encoding,
             return_dict=True,
+            pooled_only=True,
         )
         logits = self.classifier(outputs.pooler_output)
         loss = self.compute_loss(logits, labels) if labels is not None else None
