@@ -496,6 +496,20 @@ def run_all(
 PEERS = ("hf-sdpa", "hf-eager", "timm")
 
 
+def peers_run(results: dict) -> list[str]:
+    """The peers this run timed (`--models` may leave some out), in PEERS order."""
+    timed = {cell["model"] for cell in results["cells"]}
+    return [peer for peer in PEERS if peer in timed]
+
+
+def like_for_like(cell: dict) -> bool:
+    """Our cell with the peers' architecture: "ours" for plain shapes, "ours-plain" where ours has the recipe's
+    extras (a conv stem has more FLOPs: those ratios are shown, not scored)."""
+    if not cell["model"].startswith("ours"):
+        return False
+    return cell["model"] == "ours-plain" or not SHAPES[cell["shape"]].ours_extra
+
+
 def to_markdown(results: dict) -> str:
     m = results["machine"]
     peaks = results["matmul_peak_gflops"]
@@ -514,23 +528,21 @@ def to_markdown(results: dict) -> str:
         "fused SDPA); what is left is casts, element-wise ops, norms, softmax and the optimizer. Page faults: the "
         "process's minor page faults per timed step (fresh memory from the kernel), median round.",
         "",
-        "| shape | step | dtype | ours images/s | util | peak MiB | vs hf-sdpa | vs hf-eager | vs timm | "
-        "vs best peer |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| shape | step | dtype | ours images/s | util | peak MiB | "
+        + "".join(f"vs {peer} | " for peer in peers_run(results)) + "vs best peer |",
+        "|---|---|---|---:|---:|---:|" + "---:|" * (len(peers_run(results)) + 1),
     ]
     cells = results["cells"]
     for cell in (c for c in cells if c["model"].startswith("ours")):
-        peers = [p for p in PEERS if p in cell["speedup"]]
-        ratios = " | ".join(f"{cell['speedup'][p]:.2f}x ({cell['best_speedup'][p]:.2f}x)" for p in peers)
+        peers = [p for p in peers_run(results) if p in cell["speedup"]]
+        ratios = " | ".join(f"{cell['speedup'][p]:.2f}x ({cell['best_speedup'][p]:.2f}x)" if p in cell["speedup"]
+                            else "-" for p in peers_run(results))
         worst = min(cell["speedup"][p] for p in peers) if peers else float("nan")
         worst_best = min(cell["best_speedup"][p] for p in peers) if peers else float("nan")
-        has_extras = bool(SHAPES[cell["shape"]].ours_extra)
-        like_for_like = cell["model"] == "ours-plain" or not has_extras
         name = cell["shape"]
-        if has_extras:
+        if SHAPES[cell["shape"]].ours_extra:
             name += " (ours-plain)" if cell["model"] == "ours-plain" else " (recipe model)"
-        # The recipe model has a conv stem the peers lack (more FLOPs): its ratios are shown, not scored.
-        verdict = f"**{worst:.2f}x** ({worst_best:.2f}x)" if like_for_like else "not like for like"
+        verdict = f"**{worst:.2f}x** ({worst_best:.2f}x)" if like_for_like(cell) else "not like for like"
         lines.append(
             f"| {name} | {cell['mode']} | {cell['dtype']} | {cell['images_per_s']:.1f} ({cell['best_images_per_s']:.1f}) "
             f"| {cell['utilisation']:.0%} | {cell['peak_mib']:.0f} | {ratios} | {verdict} |"
@@ -558,19 +570,20 @@ def to_markdown(results: dict) -> str:
 
 
 def plot(results: dict, path: Path) -> None:
-    """Bar chart: our speed-up over each peer, per cell, with the 1.0x and 1.3x lines."""
+    """Bar chart: our speed-up over each peer, per like-for-like cell, with the 1.0x and 1.3x lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cells = [c for c in results["cells"] if c["model"] == "ours"]
+    cells = [c for c in results["cells"] if like_for_like(c)]
     labels = [f"{c['shape']}\n{c['mode']} {c['dtype']}" for c in cells]
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(cells) + 2), 4.5))
-    width = 0.8 / len(PEERS)
-    for i, peer in enumerate(PEERS):
+    peers = peers_run(results)
+    width = 0.8 / max(len(peers), 1)
+    for i, peer in enumerate(peers):
         values = [c["speedup"].get(peer, float("nan")) for c in cells]
-        ax.bar([x + (i - (len(PEERS) - 1) / 2) * width for x in range(len(cells))], values, width, label=f"vs {peer}")
+        ax.bar([x + (i - (len(peers) - 1) / 2) * width for x in range(len(cells))], values, width, label=f"vs {peer}")
     ax.axhline(1.0, color="black", linewidth=1)
     ax.axhline(1.3, color="grey", linewidth=1, linestyle="--")
     ax.set_xticks(range(len(cells)), labels, fontsize=7)

@@ -4,6 +4,7 @@ bfloat16. Speed itself is measured by scripts/benchmark_models.py, not tested he
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -173,3 +174,19 @@ def test_benchmark_counts_the_flops_each_model_runs(name, pooling):
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.randn(4, 3, 32, 32))
     assert counter.get_total_flops() == 4 * bench.model_flops(name, shape)
+
+
+def test_benchmark_report_has_a_column_per_peer_timed(tmp_path):
+    """`--models` may leave peers out: each ratio must sit under its own peer's column."""
+    bench = load_benchmark_models()
+    bench.main(["--shapes", "fmnist", "--models", "ours", "timm", "--modes", "infer", "--dtypes", "fp32",
+                "--repeats", "1", "--warmup", "0", "--no_memory", "--quiet_wait", "0", "--out", str(tmp_path)])
+    table = [line for line in (tmp_path / "models.md").read_text().splitlines() if line.startswith("| ")]
+    header = [column.strip() for column in table[0].strip("|").split("|")]
+    assert header[-2:] == ["vs timm", "vs best peer"] and "vs hf-sdpa" not in header
+    results = json.loads((tmp_path / "models.json").read_text())
+    for line in table[1:3]:  # the recipe model's row, then ours-plain's
+        row = dict(zip(header, (value.strip() for value in line.strip("|").split("|")), strict=True))
+        cell = next(c for c in results["cells"] if c["model"] == ("ours-plain" if "ours-plain" in row["shape"] else "ours"))
+        assert row["vs timm"].startswith(f"{cell['speedup']['timm']:.2f}x")
+    assert (tmp_path / "models.png").stat().st_size > 0
