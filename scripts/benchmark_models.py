@@ -511,6 +511,7 @@ def like_for_like(cell: dict) -> bool:
 
 
 def to_markdown(results: dict) -> str:
+    peers_timed = peers_run(results)
     m = results["machine"]
     peaks = results["matmul_peak_gflops"]
     lines = [
@@ -529,14 +530,14 @@ def to_markdown(results: dict) -> str:
         "process's minor page faults per timed step (fresh memory from the kernel), median round.",
         "",
         "| shape | step | dtype | ours images/s | util | peak MiB | "
-        + "".join(f"vs {peer} | " for peer in peers_run(results)) + "vs best peer |",
-        "|---|---|---|---:|---:|---:|" + "---:|" * (len(peers_run(results)) + 1),
+        + "".join(f"vs {peer} | " for peer in peers_timed) + "vs best peer |",
+        "|---|---|---|---:|---:|---:|" + "---:|" * (len(peers_timed) + 1),
     ]
     cells = results["cells"]
     for cell in (c for c in cells if c["model"].startswith("ours")):
-        peers = [p for p in peers_run(results) if p in cell["speedup"]]
+        peers = [p for p in peers_timed if p in cell["speedup"]]
         ratios = " | ".join(f"{cell['speedup'][p]:.2f}x ({cell['best_speedup'][p]:.2f}x)" if p in cell["speedup"]
-                            else "-" for p in peers_run(results))
+                            else "-" for p in peers_timed)
         worst = min(cell["speedup"][p] for p in peers) if peers else float("nan")
         worst_best = min(cell["best_speedup"][p] for p in peers) if peers else float("nan")
         name = cell["shape"]
