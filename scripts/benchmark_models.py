@@ -234,24 +234,64 @@ def peak_step_memory(step: Callable[[], None], device: torch.device = torch.devi
     return peak / 2**20
 
 
-# Matrix-product kernels: what the FLOP count measures. The rest of a step (casts, element-wise ops, norms,
-# softmax, the optimizer) is what a faster implementation can remove: 1 / gemm_share bounds its speed-up.
-GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution",
-            "aten::convolution_backward", "aten::_scaled_dot_product_flash_attention_for_cpu",
-            "aten::_scaled_dot_product_flash_attention_for_cpu_backward")
+# Where a step's time goes: every ATen kernel call is timed where it runs, grouped below. Matrix products are
+# what the FLOP count measures; the rest is what a faster implementation of the same computation could shrink,
+# but GELU, softmax, LayerNorm and the optimizer have to run in some form. (The profiler gave similar GEMM
+# shares, but its own allocations move page faults onto the element-wise ops that first touch fresh memory:
+# GELU's backward read 12 ms a call in it against 2 ms by this clock.)
+# Without autograd (inference) the clock sees composite ops whole (linear, layer_norm, SDPA), with it the kernels.
+OP_GROUPS = {
+    "matmul": ("mm", "addmm", "bmm", "baddbmm", "convolution", "convolution_backward",
+               "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention_for_cpu_backward",
+               "linear", "matmul", "conv2d", "scaled_dot_product_attention"),
+    "gelu": ("gelu", "gelu_", "gelu_backward"),
+    "softmax": ("_softmax", "softmax", "_softmax_backward_data"),
+    "layer norm": ("native_layer_norm", "layer_norm", "native_layer_norm_backward"),
+    "optimizer": ("_fused_adamw_",),
+    "casts": ("_to_copy",),
+}
+GROUP_OF_OP = {op: group for group, ops in OP_GROUPS.items() for op in ops}
+# Reported besides OP_GROUPS: every other kernel, and the time outside kernels (Python, the autograd engine).
+TIME_SPLIT_KEYS = ("step", *OP_GROUPS, "other ops", "outside kernels")
 
 
-def gemm_share(step: Callable[[], None], device: torch.device = torch.device("cpu")) -> float | None:
-    """Fraction of one step's CPU time (the profiler's self time, summed over ops) spent in GEMM_OPS; CPU only."""
+def time_split(step: Callable[[], None], steps: int = 3,
+               device: torch.device = torch.device("cpu")) -> dict[str, float] | None:
+    """Milliseconds of one step (median of `steps`) per TIME_SPLIT_KEYS: the whole step, then kernel time by
+    group. CPU only (GPU kernels run asynchronously to the Python thread that launches them)."""
     if device.type != "cpu":
         return None
-    from torch.profiler import ProfilerActivity, profile
+    from torch.utils._python_dispatch import TorchDispatchMode
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
-    events = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in events)
-    return sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS) / total if total else None
+    class KernelClock(TorchDispatchMode):
+        """Sits below autograd and autocast, so it sees the kernels that actually run, each once."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds = dict.fromkeys(TIME_SPLIT_KEYS, 0.0)
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            start = time.perf_counter()
+            out = func(*args, **(kwargs or {}))
+            self.seconds[GROUP_OF_OP.get(func.overloadpacket.__name__, "other ops")] += time.perf_counter() - start
+            return out
+
+    splits = []
+    for _ in range(steps):
+        clock = KernelClock()
+        start = time.perf_counter()
+        with clock:
+            step()
+        clock.seconds["step"] = time.perf_counter() - start
+        clock.seconds["outside kernels"] = clock.seconds["step"] - sum(
+            clock.seconds[key] for key in TIME_SPLIT_KEYS if key not in ("step", "outside kernels"))
+        splits.append(clock.seconds)
+    return {key: 1e3 * statistics.median(split[key] for split in splits) for key in TIME_SPLIT_KEYS}
+
+
+def gemm_share(split: dict[str, float] | None) -> float | None:
+    """The matrix products' part of a step's time (from `time_split`)."""
+    return split["matmul"] / split["step"] if split else None
 
 
 def minor_page_faults() -> int | None:
@@ -302,7 +342,8 @@ class Cell:
     gflops_per_image: float = 0.0
     utilisation: float = 0.0  # of the measured matmul peak, at the best round's speed
     peak_mib: float = 0.0
-    gemm_share: float | None = None  # of the step's CPU time, in matrix-product kernels (see GEMM_OPS)
+    time_split_ms: dict[str, float] | None = None  # where a step's time goes (see time_split); CPU only
+    gemm_share: float | None = None  # of the step's time, in matrix-product kernels
     # Minor page faults of the process per timed step, median over rounds (Linux/macOS): fresh memory from the
     # kernel, a cost that FLOP counts miss.
     page_faults: float | None = None
@@ -357,7 +398,8 @@ def run_cell(
             cell.utilisation = cell.best_images_per_s * cell.gflops_per_image / peaks[dtype]
         if memory:
             cell.peak_mib = peak_step_memory(steps_of[name], device)
-            cell.gemm_share = gemm_share(steps_of[name], device)
+            cell.time_split_ms = time_split(steps_of[name], device=device)
+            cell.gemm_share = gemm_share(cell.time_split_ms)
     for ours in (n for n in models if n.startswith("ours")):
         for peer in (n for n in models if not n.startswith("ours")):
             ratios = [p / o for p, o in zip(cells[peer].seconds, cells[ours].seconds)]
@@ -526,7 +568,8 @@ def to_markdown(results: dict) -> str:
         "Training step = forward, cross-entropy, backward, AdamW(fused=True); bf16 = autocast. "
         "Memory: peak tensor memory a step allocates (profiler on CPU, allocator statistics on GPU). "
         "GEMM share (CPU): the part of a step's time spent in matrix products (mm, addmm, bmm, convolutions, "
-        "fused SDPA); what is left is casts, element-wise ops, norms, softmax and the optimizer. Page faults: the "
+        "fused SDPA; kernels timed where they run); what is left is casts, element-wise ops, norms, softmax and "
+        "the optimizer, split below for training steps. Page faults: the "
         "process's minor page faults per timed step (fresh memory from the kernel), median round.",
         "",
         "| shape | step | dtype | ours images/s | util | peak MiB | "
@@ -558,6 +601,7 @@ def to_markdown(results: dict) -> str:
         lines.append(f"| {c['shape']} | {c['mode']} | {c['dtype']} | {c['model']} | {c['images_per_s']:.1f} "
                      f"({c['best_images_per_s']:.1f}) | {c['gflops_per_image']:.2f} | {c['utilisation']:.0%} | "
                      f"{c['peak_mib']:.0f} | {share} | {faults} |")
+    lines += time_split_tables(results, peers_timed)
     notes = [f"- {name}: {SHAPES[name].note}" for name in results["shapes"] if SHAPES[name].note]
     if notes:
         lines += ["", *notes]
@@ -568,6 +612,39 @@ def to_markdown(results: dict) -> str:
             lines.append(f"| {r['batch']}x{r['heads']} | {r['tokens']} | {r['dtype']} | {r['mode']} | {r['eager_ms']:.2f} | "
                          f"{r['sdpa_ms']:.2f} | {r['sdpa_over_eager']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def time_split_tables(results: dict, peers_timed: list[str]) -> list[str]:
+    """Markdown: where each training step's time goes, and what that bounds our speed-up to."""
+    cells = [c for c in results["cells"] if c["mode"] == "train" and c.get("time_split_ms")]
+    if not cells:
+        return []
+    groups = [key for key in TIME_SPLIT_KEYS if key != "step"]
+    lines = ["", "Where a training step's time goes (ms; every kernel timed where it runs, median of 3 steps; "
+             "'outside kernels' is Python, the autograd engine and the clock itself, which slows small steps most):", "",
+             "| shape | dtype | model | step | " + " | ".join(groups) + " |", "|---|---|---|" + "---:|" * (len(groups) + 1)]
+    for c in cells:
+        split = c["time_split_ms"]
+        lines.append(f"| {c['shape']} | {c['dtype']} | {c['model']} | {split['step']:.1f} | "
+                     + " | ".join(f"{split[key]:.1f}" for key in groups) + " |")
+    lines += ["", "What that bounds our speed-up to: the best peer's step (median round) over our matrix products "
+              "alone (no implementation of the same computation runs faster than that), and over our matrix products "
+              "plus GELU, softmax, LayerNorm and the optimizer (the kernels any implementation runs in some form; "
+              "fused ones could run them somewhat faster than PyTorch's):", "",
+              "| shape | dtype | best peer | now | bound: matmul alone | bound: with GELU, softmax, LayerNorm, optimizer |",
+              "|---|---|---|---:|---:|---:|"]
+    by_key = {(c["shape"], c["dtype"], c["model"]): c for c in results["cells"] if c["mode"] == "train"}
+    for ours in (c for c in cells if like_for_like(c)):
+        peers = [p for p in peers_timed if p in ours["speedup"]]
+        if not peers:
+            continue
+        best = by_key[(ours["shape"], ours["dtype"], min(peers, key=ours["speedup"].get))]  # as "vs best peer"
+        best_ms = 1e3 * statistics.median(best["seconds"])
+        split = ours["time_split_ms"]
+        needed = split["matmul"] + sum(split[key] for key in ("gelu", "softmax", "layer norm", "optimizer"))
+        lines.append(f"| {ours['shape']} | {ours['dtype']} | {best['model']} | {ours['speedup'][best['model']]:.2f}x | "
+                     f"{best_ms / split['matmul']:.2f}x | {best_ms / needed:.2f}x |")
+    return lines
 
 
 def plot(results: dict, path: Path) -> None:

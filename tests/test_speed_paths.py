@@ -190,3 +190,45 @@ def test_benchmark_report_has_a_column_per_peer_timed(tmp_path):
         cell = next(c for c in results["cells"] if c["model"] == ("ours-plain" if "ours-plain" in row["shape"] else "ours"))
         assert row["vs timm"].startswith(f"{cell['speedup']['timm']:.2f}x")
     assert (tmp_path / "models.png").stat().st_size > 0
+
+
+def test_time_split_puts_every_kernel_of_a_step_in_its_group():
+    """The GEMM share and the speed-up bounds come from `time_split`: in a bf16 training step of our model every
+    named group must see its kernels (an op renamed in torch, or kernels hidden from the clock by autocast or
+    autograd, would leave a group empty), and the groups must add up to the step."""
+    bench = load_benchmark_models()
+    shape = bench.Shape("tiny", 32, 8, 3, 64, 2, 2, 128, 10, 8)
+    step = bench.make_step(bench.build_model("ours", shape), shape, "train", "bf16")
+    step()
+    split = bench.time_split(step, steps=1)
+    assert list(split) == list(bench.TIME_SPLIT_KEYS)
+    for group in bench.OP_GROUPS:
+        assert split[group] > 0, group
+    assert split["outside kernels"] >= 0
+    assert sum(split[key] for key in bench.TIME_SPLIT_KEYS if key != "step") == pytest.approx(split["step"])
+    assert bench.gemm_share(split) == split["matmul"] / split["step"]
+
+    infer = bench.make_step(bench.build_model("ours", shape), shape, "infer", "fp32")
+    split = bench.time_split(infer, steps=1)  # inference: composite ops (linear, layer_norm) reach the clock whole
+    for group in ("matmul", "gelu", "layer norm"):
+        assert split[group] > 0, group
+
+
+def test_benchmark_report_bounds_the_speed_up_by_our_matrix_products(tmp_path):
+    """The bound table: the best peer's median step over our matrix products' time, as the JSON has them."""
+    bench = load_benchmark_models()
+    bench.main(["--shapes", "fmnist", "--models", "ours", "hf-eager", "timm", "--modes", "train", "--dtypes", "bf16",
+                "--repeats", "1", "--warmup", "1", "--quiet_wait", "0", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "models.json").read_text())
+    cells = {c["model"]: c for c in results["cells"]}
+    best = min(("hf-eager", "timm"), key=cells["ours-plain"]["speedup"].get)  # the "vs best peer" column's
+    ours = cells["ours-plain"]["time_split_ms"]
+    rows = [line for line in (tmp_path / "models.md").read_text().splitlines() if line.startswith("| fmnist | bf16 | ")]
+    bound_rows = [row for row in rows if row.endswith("x |")]
+    assert len(bound_rows) == 1 and f"| {best} |" in bound_rows[0]  # ours-plain's: the recipe model is not like for like
+    now, matmul_bound, kernels_bound = (float(v.strip().rstrip("x")) for v in bound_rows[0].strip("|").split("|")[3:])
+    assert now == pytest.approx(cells["ours-plain"]["speedup"][best], abs=0.006)
+    assert matmul_bound == pytest.approx(1e3 * cells[best]["seconds"][0] / ours["matmul"], abs=0.006)
+    assert matmul_bound > kernels_bound > 0
+    split_rows = [row for row in rows if "| ours-plain |" in row]
+    assert len(split_rows) == 1 and f"| {ours['matmul']:.1f} |" in split_rows[0]
