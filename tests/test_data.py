@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 
 import datasets
@@ -16,8 +17,10 @@ import image_fixtures as fx
 from vit_finetune.data import (
     REPORT_FILENAME,
     BadImageError,
+    BatchReader,
     DataArguments,
     DataError,
+    keep_batch,
     load_image,
     prepare_datasets,
     preprocess_image,
@@ -163,6 +166,39 @@ def test_image_folder_with_bad_files_report_and_stratified_validation(tmp_path: 
     for path in kept[:3]:
         single = preprocess_image(path, image_size=16, num_channels=3)
         assert (stored == single).flatten(1).all(dim=1).any(), path
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_batch_reader_gives_what_the_dataset_gives(tmp_path: Path, channels: int) -> None:
+    """Training reads batches through BatchReader: the same pixels and labels as indexing the prepared split, for
+    any order of indices, also where bad files were filtered out (an index mapping) and in a loader worker."""
+    root = tmp_path / "images"
+    fx.write_class_folder(root, classes=("cat", "dog", "fox"), per_class=7)
+    fx.add_bad_files(root / "dog")
+    prepared = prepare(tmp_path, channels=channels, train_dir=str(root), train_val_split=0.2,
+                       preprocessing_num_workers=1)
+    for split in (prepared.train, prepared.validation):
+        reader = BatchReader(split)
+        assert len(reader) == len(split)
+        order = torch.randperm(len(split), generator=torch.Generator().manual_seed(0)).tolist()
+        batch = reader.__getitems__(order)
+        expected = split[order]
+        assert batch["pixel_values"].dtype == torch.uint8 and batch["labels"].dtype == torch.int64
+        assert torch.equal(batch["pixel_values"], expected["pixel_values"])
+        assert torch.equal(batch["labels"], expected["labels"])
+        assert torch.equal(reader[order[0]]["pixel_values"], split[order[0]]["pixel_values"])
+        batch["pixel_values"].zero_()  # writable, and a copy: the next read is unchanged
+        assert torch.equal(reader.__getitems__(order)["pixel_values"], expected["pixel_values"])
+
+        copy = pickle.loads(pickle.dumps(reader))  # as a spawned loader worker receives it
+        assert torch.equal(copy.__getitems__(order)["pixel_values"], expected["pixel_values"])
+        assert "chunks" not in reader.__getstate__()  # the dataset travels, not a copy of every image
+
+    loader = torch.utils.data.DataLoader(BatchReader(prepared.train), batch_size=4, num_workers=1,
+                                         collate_fn=keep_batch)
+    batches = list(loader)
+    assert torch.equal(torch.cat([b["pixel_values"] for b in batches]), prepared.train[:]["pixel_values"])
+    assert torch.equal(torch.cat([b["labels"] for b in batches]), prepared.train[:]["labels"])
 
 
 def test_second_run_reads_the_cache_without_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
