@@ -289,9 +289,9 @@ def time_split(step: Callable[[], None], steps: int = 3,
     return {key: 1e3 * statistics.median(split[key] for split in splits) for key in TIME_SPLIT_KEYS}
 
 
-def gemm_share(split: dict[str, float] | None) -> float | None:
+def gemm_share(split: dict[str, float]) -> float:
     """The matrix products' part of a step's time (from `time_split`)."""
-    return split["matmul"] / split["step"] if split else None
+    return split["matmul"] / split["step"]
 
 
 def minor_page_faults() -> int | None:
@@ -343,7 +343,6 @@ class Cell:
     utilisation: float = 0.0  # of the measured matmul peak, at the best round's speed
     peak_mib: float = 0.0
     time_split_ms: dict[str, float] | None = None  # where a step's time goes (see time_split); CPU only
-    gemm_share: float | None = None  # of the step's time, in matrix-product kernels
     # Minor page faults of the process per timed step, median over rounds (Linux/macOS): fresh memory from the
     # kernel, a cost that FLOP counts miss.
     page_faults: float | None = None
@@ -399,7 +398,6 @@ def run_cell(
         if memory:
             cell.peak_mib = peak_step_memory(steps_of[name], device)
             cell.time_split_ms = time_split(steps_of[name], device=device)
-            cell.gemm_share = gemm_share(cell.time_split_ms)
     for ours in (n for n in models if n.startswith("ours")):
         for peer in (n for n in models if not n.startswith("ours")):
             ratios = [p / o for p, o in zip(cells[peer].seconds, cells[ours].seconds)]
@@ -596,7 +594,7 @@ def to_markdown(results: dict) -> str:
               "| page faults/step |",
               "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for c in cells:
-        share = f"{c['gemm_share']:.0%}" if c.get("gemm_share") is not None else "-"
+        share = f"{gemm_share(c['time_split_ms']):.0%}" if c.get("time_split_ms") else "-"
         faults = f"{c['page_faults']:,.0f}" if c.get("page_faults") is not None else "-"
         lines.append(f"| {c['shape']} | {c['mode']} | {c['dtype']} | {c['model']} | {c['images_per_s']:.1f} "
                      f"({c['best_images_per_s']:.1f}) | {c['gflops_per_image']:.2f} | {c['utilisation']:.0%} | "

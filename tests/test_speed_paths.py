@@ -195,7 +195,8 @@ def test_benchmark_report_has_a_column_per_peer_timed(tmp_path):
 def test_time_split_puts_every_kernel_of_a_step_in_its_group():
     """The GEMM share and the speed-up bounds come from `time_split`: in a bf16 training step of our model every
     named group must see its kernels (an op renamed in torch, or kernels hidden from the clock by autocast or
-    autograd, would leave a group empty), and the groups must add up to the step."""
+    autograd, would leave a group empty), and kernel time must fit inside the step (a kernel counted twice, once
+    whole and once for the kernels it calls, would not)."""
     bench = load_benchmark_models()
     shape = bench.Shape("tiny", 32, 8, 3, 64, 2, 2, 128, 10, 8)
     step = bench.make_step(bench.build_model("ours", shape), shape, "train", "bf16")
@@ -205,8 +206,6 @@ def test_time_split_puts_every_kernel_of_a_step_in_its_group():
     for group in bench.OP_GROUPS:
         assert split[group] > 0, group
     assert split["outside kernels"] >= 0
-    assert sum(split[key] for key in bench.TIME_SPLIT_KEYS if key != "step") == pytest.approx(split["step"])
-    assert bench.gemm_share(split) == split["matmul"] / split["step"]
 
     infer = bench.make_step(bench.build_model("ours", shape), shape, "infer", "fp32")
     split = bench.time_split(infer, steps=1)  # inference: composite ops (linear, layer_norm) reach the clock whole

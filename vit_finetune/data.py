@@ -855,10 +855,9 @@ class BatchReader(torch.utils.data.Dataset):
         self.labels = table.column("labels").to_numpy()
         # filter() (bad images dropped) and select() leave an index mapping over the table rather than a copy.
         self.rows = None if dataset._indices is None else dataset._indices.column(0).to_numpy().astype(np.int64)
-        self.length = len(dataset)
 
     def __len__(self) -> int:
-        return self.length
+        return len(self.dataset)
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         rows = np.asarray(indices, dtype=np.int64)
