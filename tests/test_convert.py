@@ -15,6 +15,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from vit_finetune import ViTForImageClassification
 from vit_finetune.convert import (
+    ModelLoadError,
     config_from_timm_state_dict,
     from_timm,
     from_transformers,
@@ -163,7 +164,7 @@ def test_not_a_vit_folder_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "resnet"}')
     with pytest.raises(ValueError, match="model_type 'resnet'"):
         load_pretrained_vit(str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="no such model folder"):
+    with pytest.raises(ModelLoadError, match="missing_dir_is_not_a_hub_id/x: no such folder"):
         load_pretrained_vit(str(tmp_path / "missing_dir_is_not_a_hub_id" / "x"))
 
 
@@ -190,7 +191,8 @@ def test_convert_command_writes_a_folder_of_ours(tmp_path):
         [sys.executable, "-m", "vit_finetune.cli", "convert", str(tmp_path / "nothing"), str(tmp_path / "o")],
         capture_output=True, text=True, timeout=180, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
     )
-    assert bad.returncode == 1 and "vit-finetune convert:" in bad.stderr
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == f"vit-finetune convert: error: {tmp_path / 'nothing'}: no such folder"
 
 
 def test_hub_id_downloads_through_huggingface_hub(tmp_path):

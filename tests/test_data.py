@@ -368,3 +368,62 @@ def test_data_arguments_parse_beside_training_arguments() -> None:
         assert spec.metadata.get("help"), f"{spec.name} has no help"
     with pytest.raises(ValueError, match="auto_augment"):
         DataArguments(auto_augment="autoaugment")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Values refused before any work, and manifest problems named by file and row
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["max_train_samples", "max_eval_samples"])
+@pytest.mark.parametrize("value", [-5, 0])
+def test_sample_limits_below_one_are_refused(field: str, value: int) -> None:
+    # -5 used to keep all but 5 images (a [:-5] slice) and 0 to crash later with a KeyError.
+    with pytest.raises(ValueError, match=rf"{field} must be >= 1.*got {value}"):
+        DataArguments(train_dir="x", **{field: value})
+    assert getattr(DataArguments(train_dir="x", **{field: 1}), field) == 1
+
+
+def test_num_channels_other_than_1_or_3_is_refused_before_decoding(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    fx.write_class_folder(tmp_path / "images", per_class=2)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("images were decoded for a num_channels no image can have")
+
+    monkeypatch.setattr(Image, "open", no_decoding)
+    with pytest.raises(ValueError, match="num_channels must be 1 .* or 3 .*got 2"):
+        prepare(tmp_path, channels=2, train_dir=str(tmp_path / "images"))
+    assert not (tmp_path / "out" / REPORT_FILENAME).exists()  # nothing was reported as unreadable
+
+
+def test_truncated_json_lines_manifest_names_the_file_and_line(tmp_path: Path) -> None:
+    paths = fx.write_class_folder(tmp_path / "pics", per_class=3)
+    lines = [json.dumps({"path": str(p), "label": p.parent.name}) for p in paths]
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text("\n".join(lines) + "\n" + lines[0][:30] + "\n")  # the last line cut short
+    with pytest.raises(DataError, match=rf"--train_file {manifest}: line 7 is not valid JSON"):
+        prepare(tmp_path, train_file=str(manifest))
+
+
+def test_malformed_csv_manifest_names_the_file(tmp_path: Path) -> None:
+    paths = fx.write_class_folder(tmp_path / "pics", per_class=3)
+    manifest = tmp_path / "train.csv"
+    manifest.write_text("path,label\n" + "".join(f"{p},{p.parent.name}\n" for p in paths) + "a,b,c,d\n")
+    with pytest.raises(DataError, match=rf"--train_file {manifest}: cannot be read as CSV: .*line 8"):
+        prepare(tmp_path, train_file=str(manifest))
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_rows_without_a_label_are_named(tmp_path: Path, split: str) -> None:
+    paths = fx.write_class_folder(tmp_path / "pics", per_class=3)
+    rows = "".join(f"{p},{p.parent.name}\n" for p in paths)
+    (tmp_path / "train.csv").write_text("path,label\n" + rows)
+    (tmp_path / "val.csv").write_text("path,label\n" + rows)
+    unlabelled = tmp_path / ("train.csv" if split == "train" else "val.csv")
+    unlabelled.write_text(unlabelled.read_text().replace(f"{paths[4]},dog\n", f"{paths[4]},\n"))
+    with pytest.raises(DataError) as caught:
+        prepare(tmp_path, train_file=str(tmp_path / "train.csv"), validation_file=str(tmp_path / "val.csv"))
+    message = str(caught.value)
+    expected = f"The {split} split ({unlabelled}) has 1 row(s) without a label: data row 5 ({paths[4]}, no label)"
+    assert expected in message

@@ -6,6 +6,7 @@ The running app (gradio_client and a real browser) is tested in test_demo_app.py
 from __future__ import annotations
 
 import ast
+import base64
 import io
 import shutil
 import struct
@@ -194,6 +195,39 @@ def test_a_16_bit_image_is_scaled_not_clipped(tmp_path: Path) -> None:
     assert len(notes) == 1 and "16" in notes[0]
 
 
+def test_requests_may_read_only_uploads_and_bounded_data_urls(tmp_path: Path) -> None:
+    uploads, elsewhere = tmp_path / "gradio", tmp_path / "private"
+    uploads.mkdir()
+    elsewhere.mkdir()
+    pattern_image(1).save(uploads / "cat.png")
+    pattern_image(2).save(elsewhere / "secret.png")
+
+    def source(payload: object, limit: int = 10**6) -> str | bytes:
+        return demo.upload_source(payload, upload_folder=uploads, max_file_size=limit)
+
+    assert source({"path": str(uploads / "cat.png")}) == str(uploads / "cat.png")
+    assert source(str(uploads / "cat.png")) == str(uploads / "cat.png")  # gr.File hands over paths
+    for outside in [elsewhere / "secret.png", elsewhere / "missing.png", uploads / ".." / "private" / "secret.png",
+                    f"{uploads}/\0.png"]:
+        with pytest.raises(ImageInputError) as refused:
+            source({"path": str(outside)})
+        assert str(refused.value) == demo.NOT_UPLOADED  # the same words whether the file exists or not
+    (uploads / "link.png").symlink_to(elsewhere / "secret.png")
+    with pytest.raises(ImageInputError, match="not uploaded"):
+        source({"path": str(uploads / "link.png")})
+    with pytest.raises(ImageInputError, match="at most 0.00 MB"):
+        source({"path": str(uploads / "cat.png")}, limit=100)
+
+    png = io.BytesIO()
+    pattern_image(3).save(png, format="PNG")
+    data_url = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    assert source({"url": data_url}) == png.getvalue()
+    with pytest.raises(ImageInputError, match=r"is 0\.\d\d MB; this app accepts at most 0\.00 MB"):
+        source({"url": data_url}, limit=1000)
+    with pytest.raises(ImageInputError, match="not valid base64"):
+        source({"url": "data:image/png;base64,***"})
+
+
 def test_other_modes_and_animations(tmp_path: Path) -> None:
     cmyk, _ = load_image(Image.new("CMYK", (5, 5), (0, 255, 255, 0)))
     assert cmyk.mode == "RGB" and cmyk.getpixel((0, 0)) == (255, 0, 0)
@@ -329,6 +363,82 @@ def test_transformers_own_vit_works_too(tmp_path: Path) -> None:
     classifier = demo.load_model(str(tmp_path), device="cpu")
     (prediction,) = classifier.predict([pattern_image(6)])
     assert set(prediction.probabilities) == {"yes", "no"} and prediction.heatmap.shape == (4, 4)
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading models: whose code runs, and errors a user can act on
+# ------------------------------------------------------------------------------------------------
+
+
+def make_custom_code_folder(folder: Path, marker: Path, *, model_type: str = "custom_vit") -> Path:
+    """A transformers ViT folder whose config names `model_type` and an `auto_map` to Python files shipped
+    with it; importing those files writes `marker`, so a test can tell whether they ran."""
+    import json
+
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, num_labels=2, id2label={0: "yes", 1: "no"}, label2id={"yes": 0, "no": 1})
+    ViTForImageClassification(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    (folder / "configuration_custom.py").write_text(
+        "from pathlib import Path\nfrom transformers import ViTConfig\n"
+        f"Path({str(marker)!r}).write_text('the shipped code ran')\n"
+        f"class CustomConfig(ViTConfig):\n    model_type = {model_type!r}\n")
+    (folder / "modeling_custom.py").write_text(
+        "from transformers import ViTForImageClassification\nfrom .configuration_custom import CustomConfig\n"
+        "class CustomForImageClassification(ViTForImageClassification):\n    config_class = CustomConfig\n")
+    saved = json.loads((folder / "config.json").read_text())
+    saved["model_type"] = model_type
+    saved["auto_map"] = {"AutoConfig": "configuration_custom.CustomConfig",
+                         "AutoModelForImageClassification": "modeling_custom.CustomForImageClassification"}
+    (folder / "config.json").write_text(json.dumps(saved))
+    return folder
+
+
+def test_a_model_with_its_own_code_loads_only_with_trust_remote_code(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    marker = tmp_path / "imported.txt"
+    folder = make_custom_code_folder(tmp_path / "custom-model", marker)
+    with pytest.raises(demo.ModelLoadError, match="model type 'custom_vit'.*pass --trust_remote_code"):
+        demo.load_model(str(folder), device="cpu")
+    capsys.readouterr()  # drop save_pretrained's progress bars
+    assert demo.main([str(folder), "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("vit-finetune demo: error: ") and error.count("\n") == 1  # not a traceback
+    assert not marker.exists(), "the model's Python files were imported without --trust_remote_code"
+
+    classifier = demo.load_model(str(folder), device="cpu", trust_remote_code=True)  # the user trusts it
+    assert marker.exists() and type(classifier.model).__name__ == "CustomForImageClassification"
+    assert set(classifier.predict([pattern_image(1)])[0].probabilities) == {"yes", "no"}
+
+
+def test_a_transformers_model_never_runs_code_shipped_with_it(tmp_path: Path) -> None:
+    from transformers import ViTForImageClassification
+
+    marker = tmp_path / "imported.txt"
+    folder = make_custom_code_folder(tmp_path / "stock-model", marker, model_type="vit")
+    classifier = demo.load_model(str(folder), device="cpu")
+    assert type(classifier.model) is ViTForImageClassification  # transformers' own class
+    assert not marker.exists()
+
+
+def test_a_missing_model_folder_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "outputs" / "no-such-model"
+    assert demo.main([str(missing)]) == 2
+    assert capsys.readouterr().err == f"vit-finetune demo: error: no model folder '{missing}': it does not exist\n"
+
+
+def test_a_model_saved_without_its_image_processor_is_a_one_line_error(
+        classifier: demo.Classifier, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # What the README's Python example writes: model.save_pretrained(folder) and nothing else.
+    classifier.model.save_pretrained(tmp_path / "my-vit")
+    capsys.readouterr()  # drop save_pretrained's progress bar
+    assert demo.main([str(tmp_path / "my-vit"), "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"vit-finetune demo: error: the model folder '{tmp_path / 'my-vit'}' has no "
+                            "preprocessor_config.json")
+    assert "processor.save_pretrained(folder)" in error and error.count("\n") == 1
 
 
 def test_examples_come_from_the_model_folder(model_folder: Path, tmp_path: Path) -> None:

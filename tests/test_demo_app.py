@@ -8,6 +8,9 @@ screenshot (to $DEMO_SCREENSHOT if set, else the test's temporary folder).
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import os
 import shutil
 import socket
@@ -15,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -71,8 +75,14 @@ def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_model_folder(tmp_path_factory.mktemp("demo-app") / "model")
 
 
+@dataclass
+class RunningApp:
+    url: str
+    pid: int  # the app's own Python process, for its memory use
+
+
 @pytest.fixture(scope="module")
-def apps(model_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def apps(model_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RunningApp]]:
     """Two running demos, started together to save time (each takes seconds to import and load):
 
     - "checkout": as a user starts it from a checkout, `python demo/app.py MODEL --server_port ...`;
@@ -95,16 +105,16 @@ def apps(model_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         [sys.executable, "-c", space_launcher], cwd=space_dir, log=folder / "space.log",
         env={"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(space_port), "MODEL_ID": ""})
     try:
-        yield {"checkout": wait_until_ready(checkout, checkout_port, folder / "checkout.log"),
-               "space": wait_until_ready(space, space_port, folder / "space.log")}
+        yield {"checkout": RunningApp(wait_until_ready(checkout, checkout_port, folder / "checkout.log"), checkout.pid),
+               "space": RunningApp(wait_until_ready(space, space_port, folder / "space.log"), space.pid)}
     finally:
         stop(checkout)
         stop(space)
 
 
 @pytest.fixture(scope="module")
-def app_url(apps: dict[str, str]) -> str:
-    return apps["checkout"]
+def app_url(apps: dict[str, RunningApp]) -> str:
+    return apps["checkout"].url
 
 
 @pytest.fixture(scope="module")
@@ -208,14 +218,100 @@ def test_page_has_examples_a_queue_and_an_upload_limit(app_url: str) -> None:
     assert [Path(sample[0]["orig_name"]).stem for sample in examples["props"]["samples"]] == sorted(LABELS)
 
 
-def test_runs_as_a_space_without_our_package(apps: dict[str, str], model_folder: Path,
+def test_runs_as_a_space_without_our_package(apps: dict[str, RunningApp], model_folder: Path,
                                             inputs: dict[str, Path]) -> None:
-    space = Client(apps["space"], verbose=False)
+    space = Client(apps["space"].url, verbose=False)
     label, _, _ = space.predict(handle_file(inputs["good"]), 3, "rollout", api_name="/classify")
     assert label["label"] in LABELS
-    config = httpx.get(f"{apps['space']}config").json()
+    config = httpx.get(f"{apps['space'].url}config").json()
     markdown = [c["props"].get("value") or "" for c in config["components"] if c["type"] == "markdown"]
     assert any(str(model_folder) in text for text in markdown)  # the model named in model_id.txt
+
+
+# ------------------------------------------------------------------------------------------------
+# Raw HTTP requests: what a client can name in a payload
+# ------------------------------------------------------------------------------------------------
+
+FILE_META = {"_type": "gradio.FileData"}  # the marker of a payload gradio treats as its own FileData
+
+
+def call_api(app_url: str, api_name: str, data: list) -> tuple[str, object]:
+    """POST to /gradio_api/call/<api_name> as any HTTP client can, and return the final (event, data)."""
+    response = httpx.post(f"{app_url}gradio_api/call/{api_name}", json={"data": data}, timeout=60)
+    response.raise_for_status()
+    stream = httpx.get(f"{app_url}gradio_api/call/{api_name}/{response.json()['event_id']}", timeout=60).text
+    event, payload = None, None
+    for line in stream.splitlines():  # server-sent events: "event: complete|error" then "data: <json>"
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: ") and event in ("complete", "error"):
+            payload = json.loads(line.removeprefix("data: "))
+    assert event in ("complete", "error"), stream
+    return event, payload
+
+
+def data_url(image: Image.Image) -> str:
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+
+
+def noise_image(side: int) -> Image.Image:
+    """Random pixels: a PNG of about 3 * side**2 bytes, as PNG cannot compress noise."""
+    return Image.fromarray(np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8))
+
+
+def test_a_request_cannot_read_files_on_the_server(app_url: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # A private file on the server, outside gradio's upload folder, and a path beside it that does not exist
+    # (names of equal length: some refusals echo the request, shortened to a fixed length).
+    private = tmp_path_factory.mktemp("private")
+    Image.new("RGB", (40, 40), (255, 0, 255)).save(private / "secret.png")
+    existing, absent = str(private / "secret.png"), str(private / "absent.png")
+    requests = {
+        "classify": lambda payload: [payload, 3, "rollout"],
+        "classify_many": lambda payload: [[payload], "rollout"],
+    }
+    for api_name, arguments in requests.items():
+        for meta in ({}, {"meta": FILE_META}):  # a plain dict, and one claiming to be gradio's FileData
+            event, answer = call_api(app_url, api_name, arguments({"path": existing, **meta}))
+            assert event == "error", f"/{api_name} read {existing} and answered {answer}"
+            event, answer_for_absent = call_api(app_url, api_name, arguments({"path": absent, **meta}))
+            # The same answer whether the file exists or not: a client learns nothing about the server's files.
+            assert answer["error"] == answer_for_absent["error"].replace("absent.png", "secret.png")
+    _, answer = call_api(app_url, "classify", [{"path": existing}, 3, "rollout"])
+    assert answer["error"] == "This file was not uploaded to the app. Please upload the image again."
+
+
+def test_data_urls_obey_the_upload_limit(app_url: str) -> None:
+    event, answer = call_api(app_url, "classify", [{"url": data_url(pattern_image(4))}, 3, "rollout"])
+    assert event == "complete" and answer[0]["label"] in LABELS  # inline images are fine within the limit
+    too_big = data_url(noise_image(700))  # a valid 1.4 MB PNG: over the app's --max_file_size of 1 MB
+    assert len(too_big) * 3 / 4 > MAX_FILE_SIZE
+    event, answer = call_api(app_url, "classify", [{"url": too_big}, 3, "rollout"])
+    assert event == "error" and "this app accepts at most 1.00 MB" in answer["error"]
+
+
+def resident_memory(pid: int) -> int:
+    """The process's resident set size in bytes, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS line")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads memory use from /proc (Linux)")
+def test_data_url_requests_leave_nothing_behind(apps: dict[str, RunningApp]) -> None:
+    app = apps["checkout"]
+    image = data_url(noise_image(550))  # about 0.9 MB of PNG, 1.2 MB of base64: within the limit
+    for _ in range(10):  # warm up: the allocator's arenas grow to their working size first
+        call_api(app.url, "classify", [{"url": image}, 3, "rollout"])
+    before = resident_memory(app.pid)
+    for _ in range(50):  # each /call request is a session of its own, which gradio keeps
+        event, _ = call_api(app.url, "classify", [{"url": image}, 3, "rollout"])
+        assert event == "complete"
+    growth = resident_memory(app.pid) - before
+    # Keeping each request's data: URL would add 50 * 1.2 MB = 60 MB.
+    assert growth < 0.5 * 50 * len(image), f"the app grew by {growth / 1e6:.0f} MB over 50 requests"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -96,3 +96,20 @@ def test_corrupt_side_files_do_not_break_the_card(trained_folder: Path) -> None:
 def test_folder_without_config_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="config.json"):
         write_model_card(tmp_path)
+
+
+@pytest.mark.parametrize("dataset, label", [
+    (r"C:\Users\zed-win\flowers\train", "flowers"),  # a Windows path, read on any system
+    ("/home/zed-home/train", None),  # the folder left after the split name is a home folder: a user name
+])
+def test_card_shows_no_local_path_of_any_field(trained_folder: Path, tmp_path: Path, dataset: str,
+                                               label: str | None) -> None:
+    (trained_folder / "metrics.json").write_text(json.dumps(dict(METRICS, dataset=dataset)))
+    checkpoint = tmp_path / "zed-checkpoints" / "checkpoint-30"
+    arguments = dict(TRAINING_ARGS, resume_from_checkpoint=str(checkpoint), data_files=[str(tmp_path / "a.png")],
+                     dataset_name=r"D:\zed-data\saved", learning_rate=0.001)
+    (trained_folder / "training_args.json").write_text(json.dumps(arguments))
+    card = ModelCard.load(write_model_card(trained_folder, repo_id="alice/x"))
+    assert str(tmp_path) not in card.content and "zed-" not in card.content
+    assert {r.dataset_name for r in card.data.eval_results} == {label or "custom images"}
+    assert "| learning_rate | 0.001 |" in card.text  # the other arguments are still shown

@@ -110,7 +110,7 @@ def test_training_args_json_repeats_the_run(trained: tuple[Path, str]) -> None:
 def test_checkpoints_are_rotated_but_the_best_is_kept(trained: tuple[Path, str]) -> None:
     output, _ = trained
     metrics = json.loads((output / "metrics.json").read_text())
-    steps = sorted(int(p.name.split("-")[1]) for p in (output / "checkpoints").iterdir())
+    steps = sorted(int(p.name.split("-")[1]) for p in (output / "checkpoints").glob("checkpoint-*"))
     assert steps[-2:] == [16, 18]  # save_total_limit=2 newest
     assert set(steps) == {16, 18, metrics["best_step"]}
     state = json.loads((output / "checkpoints" / "checkpoint-16" / "trainer_state.json").read_text())

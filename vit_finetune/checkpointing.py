@@ -15,15 +15,17 @@ hidden `.incomplete-*` folder; only when all of them are done does the main proc
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from accelerate import Accelerator
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +77,62 @@ def read_trainer_state(checkpoint: str | Path) -> dict[str, Any]:
     return json.loads((Path(checkpoint) / STATE_FILE).read_text())
 
 
+def read_legacy_scheduler_state(checkpoint: str | Path) -> dict[str, Any]:
+    """The LR schedule of a checkpoint written before it moved into trainer_state.json.
+
+    Those kept it as Accelerate's custom state, a pickle that Accelerate loads with weights_only=False. A
+    schedule's state is plain numbers, so weights_only=True reads a genuine one and refuses anything else.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(checkpoint) / "custom_checkpoint_0.pkl"
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, pickle.UnpicklingError, RuntimeError) as error:
+        raise FileNotFoundError(f"{checkpoint}: no readable learning-rate schedule (neither in {STATE_FILE} nor "
+                                f"a plain {path.name}): {str(error).splitlines()[0]}") from None
+
+
+def load_state_without_pickles(accelerator: Accelerator, checkpoint: str | Path) -> None:
+    """Accelerate's load_state (model: safetensors; optimizer, scaler, RNG: weights_only loads), with no object
+    registered for checkpointing, so nothing is loaded with weights_only=False.
+
+    A `custom_checkpoint_*.pkl` in the folder (an older checkpoint's schedule, read by
+    `read_legacy_scheduler_state`, or a planted file) makes Accelerate raise a count mismatch after it has
+    loaded everything else; that one error is expected here and the file is left unread.
+    """
+    custom = sorted(p.name for p in Path(checkpoint).glob("custom_checkpoint_*.pkl"))
+    try:
+        accelerator.load_state(str(checkpoint))
+    except RuntimeError as error:
+        if not (custom and str(error).startswith("Number of custom checkpoints")):
+            raise
+        logger.info("left unread in %s: %s (vit-finetune never unpickles checkpoint files)", checkpoint,
+                    ", ".join(custom))
+
+
+class DiskFullError(RuntimeError):
+    """The disk filled up while writing; the message names the folder and what was kept."""
+
+
+def raise_if_disk_full(error: BaseException, folder: Path, what: str, kept: str = "") -> None:
+    """Re-raises a write failure caused by a full disk as DiskFullError with a message a user can act on.
+
+    torch's zip writer reports ENOSPC as "RuntimeError: [enforce fail at inline_container.cc] ... file write
+    failed" with no errno, so the free space decides when the error itself does not say.
+    """
+    text = str(error)
+    full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text
+    if not full and ("file write failed" in text or "StorageFull" in text):
+        full = shutil.disk_usage(folder).free < 64 * 1024 * 1024
+    if full:
+        free = shutil.disk_usage(folder).free / 1e6
+        raise DiskFullError(f"no space left on device while writing {what} into {folder} ({free:.1f} MB free). "
+                            f"{kept}Free some space, then resume with --resume_from_checkpoint latest") from None
+
+
 def remove_incomplete(output_dir: str | Path) -> None:
     """Deletes what interrupted saves left behind (call on the main process, before training)."""
     root = checkpoints_root(output_dir)
@@ -116,18 +174,25 @@ def save_checkpoint(
     root = checkpoints_root(output_dir)
     final = root / f"checkpoint-{step}"
     incomplete = root / f"{_INCOMPLETE_PREFIX}checkpoint-{step}"
-    if accelerator.is_main_process:
-        shutil.rmtree(incomplete, ignore_errors=True)
-        incomplete.mkdir(parents=True)
-    accelerator.wait_for_everyone()
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(incomplete, ignore_errors=True)
+            incomplete.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(incomplete))  # every process writes its own RNG state file
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            # The state file is written last: its presence marks a checkpoint as complete.
+            (incomplete / STATE_FILE).write_text(json.dumps(trainer_state, indent=2))
+            _fsync_tree(incomplete)
+    except Exception as error:  # noqa: BLE001 - safetensors' write error is neither OSError nor RuntimeError
+        shutil.rmtree(incomplete, ignore_errors=True)  # gives back the space the partial save took
+        previous = latest_checkpoint(output_dir)
+        kept = f"The previous checkpoint is kept: {previous}. " if previous else ""
+        raise_if_disk_full(error, root, f"checkpoint-{step}", kept)
+        raise
 
-    accelerator.save_state(str(incomplete))  # every process writes its own RNG state file
-    accelerator.wait_for_everyone()
-
     if accelerator.is_main_process:
-        # The state file is written last: its presence marks a checkpoint as complete.
-        (incomplete / STATE_FILE).write_text(json.dumps(trainer_state, indent=2))
-        _fsync_tree(incomplete)
         if final.exists():  # the same step saved again (e.g. a resumed run ending where it was killed)
             shutil.rmtree(final)
         os.replace(incomplete, final)

@@ -103,6 +103,8 @@ class ViTConfig(PretrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"ViTConfig.{name} must be a positive integer, got {value!r}")
+        if self.num_channels not in (1, 3):
+            raise ValueError(f"ViTConfig.num_channels must be 1 (grayscale) or 3 (RGB), got {self.num_channels}")
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"ViTConfig.image_size ({self.image_size}) must be divisible by patch_size ({self.patch_size})"

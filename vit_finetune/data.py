@@ -211,6 +211,10 @@ class DataArguments:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.randaugment_magnitude <= 30:
             raise ValueError(f"randaugment_magnitude must be in 0..30, got {self.randaugment_magnitude}")
+        for name in ("max_train_samples", "max_eval_samples"):
+            # A negative limit would silently drop that many images (a slice [:-5]) and 0 leaves nothing to use.
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (or unset for all images), got {getattr(self, name)}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -330,9 +334,14 @@ def _to_model_mode(image: Image.Image, num_channels: int) -> Image.Image:
     return image
 
 
-def _decode(source: Any, num_channels: int, base_dir: str | None, draft_size: int | None) -> Image.Image:
+def check_num_channels(num_channels: int) -> None:
+    """Images decode to RGB or L only: anything else is a configuration error, not a bad image."""
     if num_channels not in (1, 3):
-        raise ValueError(f"num_channels must be 1 or 3, got {num_channels}")
+        raise ValueError(f"num_channels must be 1 (grayscale) or 3 (RGB), got {num_channels}")
+
+
+def _decode(source: Any, num_channels: int, base_dir: str | None, draft_size: int | None) -> Image.Image:
+    check_num_channels(num_channels)
     where = _describe_source(source, base_dir)
     image = _open_image(source, base_dir)
     try:
@@ -389,6 +398,7 @@ def preprocess_image(
 class _RawSplit:
     dataset: datasets.Dataset
     base_dir: str | None  # relative image paths are resolved against this (manifests)
+    origin: str | None = None  # the manifest file, folder or dataset split the rows were read from
 
 
 def _is_saved_to_disk(path: str) -> bool:
@@ -406,6 +416,44 @@ def _manifest_builder(path: str) -> tuple[str, dict[str, Any]]:
     if extension in (".json", ".jsonl"):
         return "json", {}
     raise ValueError(f"{path}: manifests must be .csv, .tsv, .json or .jsonl files")
+
+
+def _first_bad_json_line(path: str) -> str | None:
+    """Where a JSON-lines manifest stops being JSON lines ("line 7 is not valid JSON ..."), or None."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        text = handle.read()
+    if text.lstrip().startswith("["):  # a single JSON document holding a list of rows, which datasets also reads
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as error:
+            return f"not valid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
+        return None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            return f"line {number} is not valid JSON ({error.msg}, column {error.colno}): {line[:80]!r}"
+        if not isinstance(row, dict):
+            return f"line {number} is not a JSON object (one object of columns per line): {line[:80]!r}"
+    return None
+
+
+def _load_manifest(path: str, role: str, cache_dir: str | None) -> datasets.Dataset:
+    builder, kwargs = _manifest_builder(path)
+    try:
+        return datasets.load_dataset(
+            builder, data_files=os.path.abspath(path), split="train", cache_dir=cache_dir, **kwargs
+        )
+    except Exception as error:  # noqa: BLE001 - datasets' errors name neither the file nor the line
+        problem = _first_bad_json_line(path) if builder == "json" else None
+        if problem is None:  # CSV parsers name the line themselves; the root cause holds it
+            cause = error
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+            problem = f"cannot be read as {builder.upper()}: {type(cause).__name__}: {cause}"
+        raise DataError(f"--{role}_file {path}: {problem}") from error
 
 
 def _pick_split(available: Sequence[str], requested: str | None, candidates: Sequence[str], what: str) -> str | None:
@@ -449,7 +497,8 @@ def load_raw_splits(args: DataArguments) -> tuple[dict[str, _RawSplit], str]:
         test_name = _pick_split(available, args.test_split_name, TEST_SPLIT_CANDIDATES, "test")
         for role, split_name in (("train", train_name), ("validation", validation_name), ("test", test_name)):
             if split_name is not None:
-                splits[role] = _RawSplit(loaded[split_name], base_dir=name if os.path.isdir(name) else None)
+                splits[role] = _RawSplit(loaded[split_name], base_dir=name if os.path.isdir(name) else None,
+                                         origin=f"{name} split {split_name!r}")
     elif args.train_dir:
         folders = {"train": args.train_dir, "validation": args.validation_dir, "test": args.test_dir}
         folders = {role: folder for role, folder in folders.items() if folder}
@@ -463,7 +512,7 @@ def load_raw_splits(args: DataArguments) -> tuple[dict[str, _RawSplit], str]:
             data_files={role: os.path.join(folder, "**") for role, folder in folders.items()},
             cache_dir=args.cache_dir,
         )
-        splits = {role: _RawSplit(loaded[role], base_dir=folders[role]) for role in folders}
+        splits = {role: _RawSplit(loaded[role], base_dir=folders[role], origin=folders[role]) for role in folders}
         description = "image folders " + ", ".join(f"{role}={folder}" for role, folder in folders.items())
     else:
         files = {"train": args.train_file, "validation": args.validation_file, "test": args.test_file}
@@ -471,11 +520,8 @@ def load_raw_splits(args: DataArguments) -> tuple[dict[str, _RawSplit], str]:
         for role, path in files.items():
             if not os.path.isfile(path):
                 raise ValueError(f"--{role}_file {path}: no such file")
-            builder, kwargs = _manifest_builder(path)
-            dataset = datasets.load_dataset(
-                builder, data_files=os.path.abspath(path), split="train", cache_dir=args.cache_dir, **kwargs
-            )
-            splits[role] = _RawSplit(dataset, base_dir=os.path.dirname(os.path.abspath(path)))
+            dataset = _load_manifest(path, role, args.cache_dir)
+            splits[role] = _RawSplit(dataset, base_dir=os.path.dirname(os.path.abspath(path)), origin=path)
         description = "manifests " + ", ".join(f"{role}={path}" for role, path in files.items())
     return splits, description
 
@@ -512,6 +558,32 @@ def _class_names(dataset: datasets.Dataset, column: str, row_names: list[str]) -
 # ---------------------------------------------------------------------------------------------------------------
 # Preprocessing (one datasets.map pass, cached by fingerprint)
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def _unlabelled_rows_message(
+    role: str, names: list[str], label2id: dict[str, int], raw: _RawSplit, image_column: str, description: str
+) -> str:
+    """"The validation split (val.csv) has 2 row(s) without a label: data row 7 (pics/cat/3.png, no label), ...":
+    the first rows whose label is empty or unknown, by data row number (1 = the first row after any header) and
+    image, so that they can be found and fixed."""
+    bad_rows = [index for index, name in enumerate(names) if name not in label2id]
+    unknown = sorted({names[index] for index in bad_rows} - {"<missing>"})
+    missing = sum(names[index] == "<missing>" for index in bad_rows)
+    problems = []
+    if missing:
+        problems.append(f"{missing} row(s) without a label")
+    if unknown:
+        problems.append(f"labels {unknown} that the training split never uses")
+    images = raw.dataset.select_columns([image_column]).select(bad_rows[:3])
+    if isinstance(images.features[image_column], datasets.Image):
+        images = images.cast_column(image_column, datasets.Image(decode=False))  # name the file, do not decode it
+    examples = ", ".join(
+        f"data row {index + 1} ({_describe_source(value, raw.base_dir)}, "
+        + ("no label)" if names[index] == "<missing>" else f"label {names[index]!r})")
+        for index, value in zip(bad_rows, images[image_column])
+    )
+    more = f" and {len(bad_rows) - 3} more" if len(bad_rows) > 3 else ""
+    return f"The {role} split ({raw.origin or description}) has {' and '.join(problems)}: {examples}{more}"
 
 
 def _keep_ok_rows(errors: list[str]) -> list[bool]:
@@ -674,6 +746,46 @@ def _log_summary(report: dict[str, Any], report_path: str) -> None:
         )
 
 
+def _decode_split(
+    raw: _RawSplit,
+    *,
+    split: str,
+    image_column: str,
+    ids: np.ndarray,
+    class_names: list[str],
+    image_size: int,
+    num_channels: int,
+    num_proc: int | None,
+    overwrite_cache: bool,
+) -> tuple[datasets.Dataset, list[dict[str, str]], dict[str, Any]]:
+    """Decode + resize one split (cached), drop its unreadable rows. Returns the split in torch format, the skipped
+    rows ({split, path, reason}) and its counts for the report. `ids[i]` is row i's label id into `class_names`."""
+    dataset = _preprocess_split(
+        raw, split=split, image_column=image_column, label_ids=ids.tolist(), image_size=image_size,
+        num_channels=num_channels, num_proc=num_proc, overwrite_cache=overwrite_cache,
+    )
+    errors = dataset.data.column("decode_error").to_pylist()
+    bad = [position for position, error in enumerate(errors) if error]
+    skipped = []
+    if bad:
+        sources = dataset.data.column("source_path").to_pylist()
+        skipped = [{"split": split, "path": sources[p], "reason": errors[p]} for p in bad]
+        dataset = dataset.filter(
+            _keep_ok_rows, input_columns="decode_error", batched=True, load_from_cache_file=not overwrite_cache
+        )
+    dataset = dataset.remove_columns(["decode_error", "source_path"])
+    counts = np.bincount(np.delete(ids, bad), minlength=len(class_names))
+    info = {
+        "rows": len(errors),
+        "kept": len(dataset),
+        "skipped": len(bad),
+        "class_counts": {class_names[i]: int(c) for i, c in enumerate(counts)},
+    }
+    # dtype=None: keep the stored dtypes (uint8 images, int64 labels); datasets would widen uint8 to int64.
+    dataset.set_format("torch", columns=["pixel_values", "labels"], dtype=None)
+    return dataset, skipped, info
+
+
 def prepare_datasets(
     data_args: DataArguments,
     *,
@@ -696,7 +808,9 @@ def prepare_datasets(
 
     Raises:
         DataError: a split ends up empty, validation/test holds a label training never saw, or there is one class.
+        ValueError: `num_channels` is neither 1 nor 3.
     """
+    check_num_channels(num_channels)  # before any work: otherwise every image would be "unreadable"
     with main_process_first():
         raw_splits, description = load_raw_splits(data_args)
         train_raw = raw_splits["train"]
@@ -738,10 +852,9 @@ def prepare_datasets(
                 del row_names[role]
         raw_splits = {role: raw for role, raw in raw_splits.items() if role in row_names}
         for role, names in row_names.items():
-            unknown = sorted(set(names) - set(label2id))
-            if unknown:
-                where = "rows without a label" if unknown == ["<missing>"] else f"labels {unknown}"
-                raise DataError(f"The {role} split has {where} that the training split never uses ({description})")
+            if set(names) - set(label2id):
+                raise DataError(_unlabelled_rows_message(role, names, label2id, raw_splits[role],
+                                                         columns[role][0], description))
         ids = {role: np.array([label2id[name] for name in names], dtype=np.int64) for role, names in row_names.items()}
 
         validation_origin = "validation split of the source"
@@ -764,31 +877,12 @@ def prepare_datasets(
         for role in ("train", "validation", "test"):
             if role not in raw_splits:
                 continue
-            dataset = _preprocess_split(
-                raw_splits[role], split=role, image_column=columns[role][0], label_ids=ids[role].tolist(),
+            processed[role], split_skipped, split_info[role] = _decode_split(
+                raw_splits[role], split=role, image_column=columns[role][0], ids=ids[role], class_names=class_names,
                 image_size=image_size, num_channels=num_channels,
                 num_proc=data_args.preprocessing_num_workers, overwrite_cache=data_args.overwrite_cache,
             )
-            errors = dataset.data.column("decode_error").to_pylist()
-            bad = [position for position, error in enumerate(errors) if error]
-            if bad:
-                sources = dataset.data.column("source_path").to_pylist()
-                skipped += [{"split": role, "path": sources[p], "reason": errors[p]} for p in bad]
-                dataset = dataset.filter(
-                    _keep_ok_rows, input_columns="decode_error", batched=True, load_from_cache_file=not data_args.overwrite_cache
-                )
-            dataset = dataset.remove_columns(["decode_error", "source_path"])
-            labels = np.delete(ids[role], bad)
-            counts = np.bincount(labels, minlength=len(class_names))
-            split_info[role] = {
-                "rows": len(errors),
-                "kept": len(dataset),
-                "skipped": len(bad),
-                "class_counts": {class_names[i]: int(c) for i, c in enumerate(counts)},
-            }
-            # dtype=None: keep the stored dtypes (uint8 images, int64 labels); datasets would widen uint8 to int64.
-            dataset.set_format("torch", columns=["pixel_values", "labels"], dtype=None)
-            processed[role] = dataset
+            skipped += split_skipped
 
     report = {
         "source": description,
@@ -834,6 +928,83 @@ def prepare_datasets(
         label2id=label2id,
         report=report,
     )
+
+
+def _has_image_file(folder: str) -> bool:
+    """Whether imagefolder will find anything: a file with one of its image extensions, anywhere below."""
+    from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+
+    extensions = {extension.lower() for extension in ImageFolder.EXTENSIONS}
+    return any(
+        os.path.splitext(name)[1].lower() in extensions for _, _, files in os.walk(folder) for name in files
+    )
+
+
+def prepare_image_folder(
+    folder: str,
+    *,
+    label2id: dict[str, int],
+    image_size: int,
+    num_channels: int,
+    output_dir: str,
+    split: str = "images",
+    cache_dir: str | None = None,
+    num_proc: int | None = None,
+    overwrite_cache: bool = False,
+    main_process_first: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+) -> tuple[datasets.Dataset, dict[str, Any]]:
+    """One folder of class sub-folders (e.g. a test set for `vit-finetune eval`) loaded, decoded and resized exactly
+    as `--test_dir` is for training, each image labelled with `label2id[its sub-folder's name]` (a trained model's
+    label ids, so classes match by name). Unreadable files are skipped: listed in the returned report (the
+    structure of `prepare_datasets`' report) and in `output_dir/data_report.json`.
+
+    Returns the split in torch format (`pixel_values` uint8, `labels` int64) and the report. Raises DataError for a
+    missing folder, no class sub-folders, classes the model does not know, or no readable image.
+    """
+    check_num_channels(num_channels)
+    if not os.path.isdir(folder):
+        raise DataError(f"{folder}: no such folder")
+    if not any(entry.is_dir() for entry in os.scandir(folder)):
+        raise DataError(f"{folder}: expected one sub-folder of images per class, found none")
+    if not _has_image_file(folder):  # datasets would only say 'Instruction "images" corresponds to no data!'
+        raise DataError(f"{folder}: no image files found in it")
+    class_names = sorted(label2id, key=label2id.__getitem__)  # the model's classes, by id
+    with main_process_first():
+        # drop_labels=False: label by folder name even with a single class folder (imagefolder infers labels only
+        # from two on); drop_metadata: a stray metadata.csv must not replace the folder names.
+        loaded = datasets.load_dataset(
+            "imagefolder", data_files={split: os.path.join(folder, "**")}, cache_dir=cache_dir,
+            drop_labels=False, drop_metadata=True,
+        )[split]
+        names = _label_names_of(loaded, "label")
+        unknown = sorted(set(names) - set(label2id))
+        if unknown:
+            raise DataError(
+                f"{folder}: classes {unknown} are not labels of the model (its labels: {sorted(label2id)}); "
+                "images must sit in one sub-folder per class, named like the model's labels"
+            )
+        ids = np.array([label2id[name] for name in names], dtype=np.int64)
+        raw = _RawSplit(loaded, base_dir=folder, origin=folder)
+        dataset, skipped, info = _decode_split(
+            raw, split=split, image_column="image", ids=ids, class_names=class_names, image_size=image_size,
+            num_channels=num_channels, num_proc=num_proc, overwrite_cache=overwrite_cache,
+        )
+    report = {
+        "source": f"image folder {folder}",
+        "image_column": "image",
+        "label_column": "label",
+        "image_size": image_size,
+        "num_channels": num_channels,
+        "classes": class_names,
+        "splits": {split: info},
+        "num_skipped": len(skipped),
+        "skipped": skipped,
+    }
+    report_path = _write_report(report, output_dir)
+    _log_summary(report, report_path)
+    if info["kept"] == 0:
+        raise DataError(f"{folder}: no readable image ({info['skipped']} unreadable, see {report_path})")
+    return dataset, report
 
 
 class BatchReader(torch.utils.data.Dataset):
@@ -1244,9 +1415,11 @@ __all__ = [
     "PreparedData",
     "REPORT_FILENAME",
     "build_image_processor",
+    "check_num_channels",
     "load_image",
     "load_raw_splits",
     "normalize",
     "prepare_datasets",
+    "prepare_image_folder",
     "preprocess_image",
 ]

@@ -12,13 +12,17 @@ The page shows the top-k classes (`gr.Label`), an attention map overlaid on the 
 (attention rollout across all layers, Abnar & Zuidema 2020, or the last layer's attention)
 and the inference time. A second tab classifies several images at once into a gallery.
 Bad uploads (not an image, corrupt, huge, transparent, 16-bit) give a readable message in
-the page and the app keeps serving.
+the page and the app keeps serving. A request may read only files gradio received (its upload
+folder) or an inline `data:` URL, both within `--max_file_size`. Models whose code is neither
+ours nor transformers' load only with `--trust_remote_code`.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import binascii
+import importlib
 import io
 import math
 import os
@@ -34,7 +38,8 @@ import gradio as gr
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from transformers import AutoImageProcessor, AutoModelForImageClassification
+from transformers import AutoImageProcessor, AutoModelForImageClassification, PretrainedConfig
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 # Requirements of the Space that runs this file as app.py (also in demo/requirements.txt).
 SPACE_REQUIREMENTS: list[str] = [
@@ -50,6 +55,8 @@ SPACE_REQUIREMENTS: list[str] = [
 # gigabytes of memory (a "decompression bomb"). 50 MP is more than an 8K photo.
 DEFAULT_MAX_PIXELS = 50_000_000
 DEFAULT_MAX_FILE_SIZE = "20mb"  # gradio rejects larger uploads before they reach our code
+# The same in bytes: the limit for an app launched without max_file_size (gradio's "mb" is 2**20 bytes).
+DEFAULT_MAX_FILE_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_BATCH_IMAGES = 32  # the gallery tab classifies at most this many files per click
 EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 AttentionMethod = Literal["rollout", "last_layer"]
@@ -68,17 +75,69 @@ class ImageInputError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
-def _open_source(source: Any) -> tuple[Image.Image, str]:
-    """Open (lazily, header only) a path, bytes, PIL image or gradio file payload."""
-    if isinstance(source, Image.Image):
-        return source, "image"
-    if isinstance(source, dict):  # a gradio FileData payload (events run with preprocess=False)
-        if source.get("path"):
-            source = source["path"]
-        elif str(source.get("url") or "").startswith("data:"):
-            source = base64.b64decode(str(source["url"]).split(",", 1)[1])
+# The one answer for a payload that names a file gradio did not receive from this client: the same
+# words whether or not that file exists, and without its name, so nothing leaks about other files.
+NOT_UPLOADED = "This file was not uploaded to the app. Please upload the image again."
+
+
+def _size_error(what: str, size: int, limit: int) -> ImageInputError:
+    mib = 1024 * 1024  # gradio's "mb" (--max_file_size) is a mebibyte
+    return ImageInputError(
+        f"{what} is {size / mib:.2f} MB; this app accepts at most {limit / mib:.2f} MB. Please use a smaller file."
+    )
+
+
+def _decode_data_url(url: str, max_file_size: int) -> bytes:
+    """The bytes of a base64 `data:` URL, refused before decoding when they would exceed `max_file_size`."""
+    header, _, encoded = url.partition(",")
+    if not header.endswith(";base64"):
+        raise ImageInputError("The image in the request is not base64-encoded. Please upload it as a file.")
+    size = len(encoded) * 3 // 4  # 4 base64 characters carry 3 bytes
+    if size > max_file_size:
+        raise _size_error("The image in the request", size, max_file_size)
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        raise ImageInputError("The image in the request is not valid base64. Please upload it as a file.") from None
+
+
+def upload_source(payload: Any, *, upload_folder: str | Path, max_file_size: int) -> str | bytes:
+    """What the app may read for a client's image: a path in gradio's upload folder, or inline bytes.
+
+    `payload` is what an event receives: a gradio FileData dict (preprocess=False) or a file path
+    (gr.File). Clients may put anything in it, so only two kinds are accepted, each at most
+    `max_file_size` bytes: a file in `upload_folder` (where gradio saves uploads and the examples),
+    and a base64 `data:` URL. A payload naming any other server path gets `NOT_UPLOADED`.
+    """
+    if isinstance(payload, dict):
+        if payload.get("path"):
+            payload = payload["path"]
+        elif str(payload.get("url") or "").startswith("data:"):
+            return _decode_data_url(str(payload["url"]), max_file_size)
         else:
             raise ImageInputError("The upload did not contain a file. Please try again.")
+    if not isinstance(payload, (str, os.PathLike)):
+        raise ImageInputError(NOT_UPLOADED)
+    try:
+        path = Path(payload).resolve()  # resolves "..", and links that point elsewhere, before the check
+        uploaded = path.is_relative_to(Path(upload_folder).resolve())
+    except (OSError, ValueError, RuntimeError):  # a NUL byte in the name, a link loop
+        uploaded = False
+    if not uploaded:
+        raise ImageInputError(NOT_UPLOADED)
+    if path.is_file() and path.stat().st_size > max_file_size:
+        raise _size_error(f"'{path.name}'", path.stat().st_size, max_file_size)
+    return str(path)
+
+
+def _open_source(source: Any) -> tuple[Image.Image, str]:
+    """Open (lazily, header only) a path, bytes, PIL image or gradio file payload (dict with "path")."""
+    if isinstance(source, Image.Image):
+        return source, "image"
+    if isinstance(source, dict):
+        if not source.get("path"):
+            raise ImageInputError("The upload did not contain a file. Please try again.")
+        source = source["path"]
     if isinstance(source, (bytes, bytearray)):
         name, fp = "upload", io.BytesIO(source)
     else:
@@ -274,14 +333,92 @@ class Prediction:
     seconds: float  # preprocessing + forward pass for the whole batch it was part of
 
 
-def load_model(model_id: str, *, device: str | None = None, revision: str | None = None) -> Classifier:
-    """Load a model folder or Hub id (our ViT via remote code, or a transformers ViT)."""
-    # Eager attention: the fused (sdpa) kernels do not return attention weights.
-    # trust_remote_code runs the modeling code shipped with the model: only load models you trust.
-    model = AutoModelForImageClassification.from_pretrained(
-        model_id, trust_remote_code=True, attn_implementation="eager", revision=revision
-    )
-    processor = AutoImageProcessor.from_pretrained(model_id, revision=revision)
+# The model type of vit-finetune's own ViT (its configuration's `model_type`).
+OUR_MODEL_TYPE = "vit_finetune"
+
+
+class ModelLoadError(Exception):
+    """A model the demo cannot load; the message (one line) says why and what to do."""
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _our_package_is_installed() -> bool:
+    """Import vit_finetune if it is there: importing it registers our classes with transformers'
+    Auto classes, so our models load with the installed code. A Space has no package."""
+    try:
+        importlib.import_module("vit_finetune")  # not a plain import: this file must run without it
+    except ImportError:
+        return False
+    return True
+
+
+def _read_config(model_id: str, revision: str | None) -> dict[str, Any]:
+    """The raw config.json of a model folder or Hub repo (no model code runs to read it), after
+    checking that a folder exists and holds the files the demo needs."""
+    folder = Path(model_id).expanduser()
+    if folder.is_dir():
+        for name, how in [
+            ("config.json", "save the model with model.save_pretrained(folder)"),
+            # The processor's resize and normalisation must be those of training: guessing them would give
+            # quietly wrong predictions, so we ask for the file rather than build a default one.
+            ("preprocessor_config.json",
+             "save the image processor used in training next to it: processor.save_pretrained(folder)"),
+        ]:
+            if not (folder / name).is_file():
+                raise ModelLoadError(f"the model folder '{model_id}' has no {name}; {how}")
+    elif folder.is_absolute() or model_id.startswith((".", "~")) or model_id.count("/") > 1:
+        raise ModelLoadError(f"no model folder '{model_id}': it does not exist")  # cannot be a Hub id
+    try:
+        config, _ = PretrainedConfig.get_config_dict(model_id, revision=revision)
+    except OSError as error:
+        raise ModelLoadError(
+            f"'{model_id}' is not a model folder here, and loading it from the Hugging Face Hub failed: "
+            f"{_first_line(error)}"
+        ) from None
+    return config
+
+
+def _remote_code_allowed(model_id: str, config: dict[str, Any], trust_remote_code: bool) -> bool:
+    """Whether transformers may import the Python files that come with the model.
+
+    Only with the user's `trust_remote_code`, or for our own model type when our package is not
+    installed (a Space runs the code shipped with its model). Stock transformers types load with
+    transformers' code; any other type that brings its own code is refused without the flag.
+    """
+    model_type = config.get("model_type")
+    if trust_remote_code:
+        return True
+    if model_type == OUR_MODEL_TYPE:
+        return not _our_package_is_installed()
+    if "auto_map" in config and model_type not in CONFIG_MAPPING:
+        raise ModelLoadError(
+            f"'{model_id}' has model type {model_type!r}, whose code is neither in transformers nor in "
+            "vit-finetune: loading it runs the Python files that come with the model. If you trust that code, "
+            "pass --trust_remote_code (trust_remote_code=True in Python)"
+        )
+    return False
+
+
+def load_model(
+    model_id: str, *, device: str | None = None, revision: str | None = None, trust_remote_code: bool = False
+) -> Classifier:
+    """Load a model folder or Hub id: our ViT, a transformers image classifier, or, with
+    `trust_remote_code=True`, a model that brings its own code. Raises `ModelLoadError`."""
+    config = _read_config(model_id, revision)
+    remote_code = _remote_code_allowed(model_id, config, trust_remote_code)
+    try:
+        processor = AutoImageProcessor.from_pretrained(
+            model_id, revision=revision, trust_remote_code=trust_remote_code
+        )
+        # Eager attention: the fused (sdpa) kernels do not return attention weights.
+        model = AutoModelForImageClassification.from_pretrained(
+            model_id, trust_remote_code=remote_code, attn_implementation="eager", revision=revision
+        )
+    except (OSError, ValueError) as error:  # missing files, unknown model types, refused remote code
+        raise ModelLoadError(f"could not load '{model_id}': {_first_line(error)}") from None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return Classifier(model.to(device).eval(), processor, device=device)
 
@@ -372,9 +509,14 @@ def build_demo(
 ) -> gr.Blocks:
     """Build the page. Endpoints: `/classify` (one image) and `/classify_many` (several)."""
     num_labels = len(classifier.labels)
+    # Where gradio saves uploads (and the examples): the only folder a request may read from.
+    upload_folder = gr.utils.get_upload_folder()
 
-    def read(source: Any) -> Image.Image:
+    def read(payload: Any) -> Image.Image:
         """Decode one upload, showing its warnings as toasts; raises ImageInputError."""
+        # The limit gradio enforces on /upload (--max_file_size), applied to inline data: URLs too.
+        max_file_size = getattr(demo, "max_file_size", None) or DEFAULT_MAX_FILE_BYTES
+        source = upload_source(payload, upload_folder=upload_folder, max_file_size=max_file_size)
         image, notes = load_image(source, num_channels=classifier.num_channels, max_pixels=max_pixels)
         for note in notes:
             gr.Warning(note)
@@ -383,10 +525,17 @@ def build_demo(
     def classify(image: Any, top_k: float, method: str) -> tuple[Any, Any, str]:
         if image is None:  # the image was cleared
             return None, None, ""
+        payload = image
         try:
-            image = read(image)
+            image = read(payload)
         except ImageInputError as error:
             raise gr.Error(str(error)) from None
+        finally:
+            # Gradio keeps each session's last input, this very dict, for as long as the session lives,
+            # and every /call request is a session of its own: drop an inline image once it has been read,
+            # or each such request would leave its whole data: URL in memory.
+            if isinstance(payload, dict) and str(payload.get("url") or "").startswith("data:"):
+                payload["url"] = None
         prediction = classifier.predict([image], top_k=int(top_k), method=method)[0]  # type: ignore[arg-type]
         overlay = overlay_attention(display_copy(image), prediction.heatmap)
         timing = (
@@ -468,7 +617,9 @@ def build_demo(
                     batch_timing = gr.Markdown(label="Inference time")
 
         # preprocess=False: we decode the upload ourselves, so a broken file becomes a readable
-        # message (gr.Error) rather than gradio's generic "Error".
+        # message (gr.Error) rather than gradio's generic "Error". Gradio vets only payloads marked as
+        # its FileData (with "meta"); with or without preprocessing (gradio 6.31) a plain {"path": ...}
+        # reaches the image code, and gradio decodes data: URLs with no size limit. `read` checks both.
         gr.on(
             [image.change, button.click, method.change], classify, inputs=[image, k_slider, method],
             outputs=[label, overlay, timing], api_name="classify", preprocess=False,
@@ -508,11 +659,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image in pixels")
     parser.add_argument("--concurrency_limit", type=int, default=2, help="requests computed at once (default 2)")
     parser.add_argument("--max_queue", type=int, default=32, help="requests waiting at most (default 32)")
+    parser.add_argument(
+        "--trust_remote_code", action="store_true",
+        help="allow a model that is neither vit-finetune's nor a transformers model to run the Python code "
+             "that comes with it (only for models you trust)",
+    )
     args = parser.parse_args(argv)
 
     app_dir = Path(__file__).resolve().parent
     model_id = resolve_model_id(args.model, app_dir)
-    classifier = load_model(model_id, device=args.device, revision=args.revision)
+    try:
+        classifier = load_model(
+            model_id, device=args.device, revision=args.revision, trust_remote_code=args.trust_remote_code
+        )
+    except ModelLoadError as error:  # something the user can fix: say what, in one line, as argparse does
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
     demo = build_demo(
         classifier, model_name=model_id, top_k=args.top_k, max_pixels=args.max_pixels,
         examples=find_examples(model_id, classifier.labels, app_dir),

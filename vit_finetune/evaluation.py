@@ -142,41 +142,6 @@ class EvalArguments:
             raise ValueError(f"image_dir {self.image_dir}: no such folder")
 
 
-class ImageFolderDataset(torch.utils.data.Dataset):
-    """root/<class name>/<image>, decoded like the training data (data.preprocess_image), labelled with the model's
-    ids for those class names."""
-
-    def __init__(self, root: str | Path, label2id: dict[str, int], *, image_size: int, num_channels: int):
-        from .predict import IMAGE_EXTENSIONS
-
-        root = Path(root)
-        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-        if not classes:
-            raise ValueError(f"{root}: expected one sub-folder of images per class, found none")
-        unknown = [c for c in classes if c not in label2id]
-        if unknown:
-            raise ValueError(f"{root}: classes {unknown} are not labels of the model (its labels: {sorted(label2id)})")
-        self.items = [
-            (str(path), label2id[name])
-            for name in classes
-            for path in sorted((root / name).rglob("*"))
-            if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
-        ]
-        if not self.items:
-            raise ValueError(f"{root}: no image files found")
-        self.image_size, self.num_channels = image_size, num_channels
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        from .data import preprocess_image
-
-        path, label = self.items[index]
-        pixels = preprocess_image(path, image_size=self.image_size, num_channels=self.num_channels)
-        return {"pixel_values": pixels, "labels": torch.tensor(label, dtype=torch.int64)}
-
-
 def remap_labels(dataset: Any, data_id2label: dict[int, str], model_label2id: dict[str, int]) -> Any:
     """The dataset's label ids translated into the model's ids, matching classes by name."""
     unknown = sorted(set(data_id2label.values()) - set(model_label2id))
@@ -194,14 +159,30 @@ def remap_labels(dataset: Any, data_id2label: dict[int, str], model_label2id: di
     return remapped
 
 
+# Skipped files listed one per line on stderr; the rest are in the report.
+MAX_SKIPPED_SHOWN = 20
+
+
+def print_skipped(skipped: list[dict[str, str]], report_path: Path) -> None:
+    """One line per unreadable image that was left out of the metrics (stderr), then where the full list is."""
+    if not skipped:
+        return
+    print(f"vit-finetune eval: skipped {len(skipped)} unreadable image(s), not counted in the metrics:",
+          file=sys.stderr)
+    for item in skipped[:MAX_SKIPPED_SHOWN]:
+        print(f"  {item['path']}: {item['reason']}", file=sys.stderr)
+    if len(skipped) > MAX_SKIPPED_SHOWN:
+        print(f"  ... and {len(skipped) - MAX_SKIPPED_SHOWN} more", file=sys.stderr)
+    print(f"  (all of them in {report_path})", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     from accelerate import Accelerator
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    import vit_finetune  # noqa: F401  (registers our model with the Auto classes)
-
-    from .data import DataArguments, prepare_datasets
+    from .convert import ModelLoadError
+    from .data import REPORT_FILENAME, DataArguments, prepare_datasets, prepare_image_folder
     from .plots import plot_confusion_matrix
+    from .predict import load_model_and_stats
     from .train import ConfigError, accelerator_kwargs, parse_arguments
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -218,9 +199,12 @@ def main(argv: list[str] | None = None) -> int:
                         datefmt="%H:%M:%S")
     logging.getLogger("accelerate").setLevel(logging.WARNING)
 
+    try:  # before any work: a missing folder, a folder without a model, a Hub id that cannot be fetched
+        model, mean, std = load_model_and_stats(eval_args.model_name_or_path, "cpu")
+    except ModelLoadError as error:
+        print(f"vit-finetune eval: error: {error}", file=sys.stderr)
+        return 2
     accelerator = Accelerator(**accelerator_kwargs(eval_args.use_cpu, eval_args.mixed_precision))
-    model = AutoModelForImageClassification.from_pretrained(eval_args.model_name_or_path)
-    processor = AutoImageProcessor.from_pretrained(eval_args.model_name_or_path)
     config = model.config
     model_label2id = {str(name): int(i) for name, i in config.label2id.items()}
     split = "images" if eval_args.image_dir else eval_args.split
@@ -230,8 +214,19 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if eval_args.image_dir:
-            dataset = ImageFolderDataset(eval_args.image_dir, model_label2id, image_size=config.image_size,
-                                         num_channels=config.num_channels)
+            # The data path of training's --test_dir: same decoding, same pixels, bad files skipped and reported.
+            dataset, report = prepare_image_folder(
+                eval_args.image_dir,
+                label2id=model_label2id,
+                image_size=config.image_size,
+                num_channels=config.num_channels,
+                output_dir=str(output_dir),
+                split=split,
+                cache_dir=data_args.cache_dir,
+                num_proc=data_args.preprocessing_num_workers,
+                overwrite_cache=data_args.overwrite_cache,
+                main_process_first=accelerator.main_process_first,
+            )
             source = eval_args.image_dir
         else:
             prepared = prepare_datasets(
@@ -246,25 +241,28 @@ def main(argv: list[str] | None = None) -> int:
             if dataset is None:
                 raise ValueError(f"the dataset has no {eval_args.split} split")
             dataset = remap_labels(dataset, {int(k): v for k, v in prepared.id2label.items()}, model_label2id)
-            source = prepared.report.get("source", "")
+            report = prepared.report
+            source = report.get("source", "")
     except ValueError as error:  # data errors name the folder, file or class
         print(f"vit-finetune eval: error: {error}", file=sys.stderr)
         return 2
+    # Only the evaluated split's bad files matter here (the data arguments' path also decodes the others).
+    skipped = [item for item in report["skipped"] if item["split"] == split]
 
     loader = torch.utils.data.DataLoader(dataset, batch_size=eval_args.per_device_eval_batch_size)
     model, loader = accelerator.prepare(model, loader)
     with accelerator.local_main_process_first():
         metrics = MetricSuite()
-    result = evaluate_model(model, loader, accelerator, metrics, mean=list(processor.image_mean),
-                            std=list(processor.image_std))
+    result = evaluate_model(model, loader, accelerator, metrics, mean=mean, std=std)
     if accelerator.is_main_process:
         labels = [config.id2label[i] for i in range(config.num_labels)]
         plot_confusion_matrix(result.predictions, result.references, labels, output_dir / "confusion_matrix.png",
                               title=split)
         record = {split: result.metrics, "model": str(eval_args.model_name_or_path), "data": source,
-                  "num_processes": accelerator.num_processes,
+                  "skipped": skipped, "num_processes": accelerator.num_processes,
                   "arguments": {**asdict(eval_args), **({} if eval_args.image_dir else asdict(data_args))}}
         (output_dir / "eval_results.json").write_text(json.dumps(record, indent=2))
+        print_skipped(skipped, output_dir / REPORT_FILENAME)
         print(f"{split}: {format_metrics(result.metrics)}")
         print(f"results: {output_dir / 'eval_results.json'}; confusion matrix: {output_dir / 'confusion_matrix.png'}")
     accelerator.end_training()

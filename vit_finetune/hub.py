@@ -6,6 +6,11 @@ the folder. The folder carries `configuration_vit.py` and `modeling_vit.py` with
 config, so anyone loads it with `trust_remote_code=True` without installing vit-finetune; we check that
 before uploading anything.
 
+What stays local (`--dry_run` lists it, with the reason): checkpoints, logs, `eval_*/` output, trainer state,
+and anything a symbolic link leads to outside the folder. The JSON records (training_args.json, metrics.json,
+data_report.json) and the generated card go up with their absolute local paths rewritten (relative to the
+folder, or `<local>/name`); the files the model loads from go up byte for byte.
+
 Every failure a user can cause or fix (no token, no network, a rejected token, a repo that belongs to someone
 else, a folder that is not a model) ends as one line on stderr saying what to do, never a bare traceback.
 """
@@ -15,21 +20,30 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .model_card import GENERATED_MARKER, build_model_card, is_generated_card
 
 DEFAULT_BRANCH = "main"
-# Files a training run may leave that do not belong on the Hub: resumable checkpoints, TensorBoard logs,
-# pickled trainer state (unsafe to load from strangers), caches and editor/OS droppings.
-DEFAULT_IGNORE = [
-    "checkpoint-*", "checkpoints", "runs", "logs", "wandb", "__pycache__", "*.pyc", ".*",
-    "optimizer.pt", "scheduler.pt", "rng_state*.pth", "training_args.bin", "*.tmp", "*.lock",
+# What a training run may leave in the folder that does not belong on the Hub, with the reason `--dry_run`
+# prints: resumable checkpoints, evaluation output (docs/CONTRACTS.md: it stays local), TensorBoard logs,
+# pickled trainer state (unsafe to load from strangers), caches and editor/OS droppings. A pattern matches a
+# file name or any folder on its path, like a .gitignore line without a slash; one ending in "/" only folders.
+LOCAL_ONLY = [
+    ("checkpoint-*", "resumable state"), ("checkpoints", "resumable state"),
+    ("eval_*/", "evaluation output"),
+    ("runs", "training logs"), ("logs", "training logs"), ("wandb", "training logs"),
+    ("optimizer.pt", "trainer state"), ("scheduler.pt", "trainer state"), ("rng_state*.pth", "trainer state"),
+    ("training_args.bin", "pickled trainer state"),
+    ("__pycache__", "Python cache"), ("*.pyc", "Python cache"),
+    (".*", "hidden file"), ("*.tmp", "temporary file"), ("*.lock", "lock file"),
 ]
+DEFAULT_IGNORE = [pattern for pattern, _ in LOCAL_ONLY]
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 # What a Space needs besides gradio (the Space image installs gradio itself, at `sdk_version`).
@@ -84,11 +98,6 @@ def check_model_folder(folder: Path) -> dict:
     return config
 
 
-def _ignored(relative: str, patterns: list[str]) -> bool:
-    # A pattern matches a file name or any folder on its path, like a .gitignore line without a slash.
-    return any(fnmatch.fnmatch(part, pattern) for part in relative.split("/") for pattern in patterns)
-
-
 def _card_metadata(readme: Path) -> dict:
     """license/datasets/base_model/tags of an existing card, so regenerating it keeps what training chose."""
     from huggingface_hub import ModelCard
@@ -104,34 +113,214 @@ def _card_metadata(readme: Path) -> dict:
     return {key: value for key, value in kept.items() if value}
 
 
+@dataclass
+class LeftOut:
+    path: str  # relative to the folder; a folder ends with "/"
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path} ({self.reason})"
+
+
+def _local_only(name: str, is_dir: bool, rules: list[tuple[str, str]]) -> str | None:
+    """Why the file or folder `name` stays local, or None if no rule says so."""
+    for pattern, reason in rules:
+        if pattern.endswith("/") and not is_dir:
+            continue
+        if fnmatch.fnmatch(name, pattern.rstrip("/")):
+            return reason
+    return None
+
+
+def _link_problem(link: Path, root: Path, is_dir: bool) -> str | None:
+    """Why the link is not uploaded, or None when it leads to a file inside the folder `root`."""
+    try:
+        target = link.resolve(strict=True)
+    except (OSError, RuntimeError):  # dangling, or a loop of links
+        return "a broken link"
+    if not target.is_relative_to(root):
+        return "a link to outside the folder"
+    if is_dir:  # even one inside: following it could loop or upload the same files twice
+        return "a link to a folder"
+    return None
+
+
+def _walk(folder: Path, rules: list[tuple[str, str]]) -> tuple[list[tuple[str, Path]], list[LeftOut]]:
+    """The files under `folder` to upload, as (path in repo, file to read), and what is left out, with why.
+
+    Links are never followed out of the folder. The Hub has no links, so a link to a file inside the folder
+    is uploaded as a copy of that file; a link to anything outside it, to a folder or to nothing is left out.
+    Only the link's own name is matched against `rules`, so a `model.safetensors` that links to the best
+    checkpoint's weights is uploaded.
+    """
+    root = folder.resolve()
+    found: list[tuple[str, Path]] = []
+    left_out: list[LeftOut] = []
+
+    def visit(directory: Path) -> None:
+        for entry in sorted(directory.iterdir()):
+            relative = entry.relative_to(folder).as_posix()
+            is_dir = entry.is_dir()  # follows a link: a link to a folder is shown as a folder
+            # The model card is always part of the upload (see plan_upload), whatever the patterns say.
+            reason = None if relative == "README.md" else _local_only(entry.name, is_dir, rules)
+            if reason is None and entry.is_symlink():
+                reason = _link_problem(entry, root, is_dir)
+            if reason is None and is_dir:
+                visit(entry)
+            elif reason is None and entry.is_file():
+                found.append((relative, entry.resolve()))  # for a link: the file inside that it leads to
+            else:
+                left_out.append(LeftOut(relative + "/" if is_dir else relative,
+                                        reason or "not a regular file"))  # or a socket, a pipe, a device
+
+    visit(folder)
+    return found, left_out
+
+
+# --------------------------------------------------------------------------------------- local paths
+LOCAL = "<local>"
+# An absolute path inside a longer string ("image folders train=/home/me/data/train, validation=..."). Not
+# matched: URLs (in "https://host/a" each slash follows ':', '/' or a host name), relative paths ("a/b",
+# "./a", "~/a") and what was already redacted ("<local>/a").
+_PATH_IN_TEXT = re.compile(r"""
+      file://(?:localhost)?(?P<file>/[^\s"'<>]*)             # file:///home/me/x
+    | (?<![\w.~/\\%<>-])(?P<posix>/[^\s/"'<>][^\s"'<>]*)     # /home/me/x
+    | (?<![\w\\/])(?P<windows>[A-Za-z]:[\\/][^\s"'<>]*)      # C:\Users\me\x
+    | (?<![\w\\])(?P<unc>\\\\[^\s\\/"'<>]+[\\/][^\s"'<>]*)    # \\server\share\x
+""", re.VERBOSE)
+_TRAILING_PUNCTUATION = ".,;:!?)]}"  # ends the sentence around a path, not the path
+_WINDOWS_ABSOLUTE = re.compile(r"^([A-Za-z]:[\\/]|\\\\)")  # C:\..., C:/..., \\server\...: either separator
+_HOME_PARENTS = ("home", "users")  # /home/<user>, /Users/<user>, C:\Users\<user>
+
+
+class _PathRedactor:
+    """Rewrites the absolute local paths in strings and JSON values for upload, counting them.
+
+    A path inside the model folder becomes relative to it ("logs", "." for the folder itself); any other
+    becomes `<local>/` and its last part ("<local>/train"), or just `<local>` when that part would be a user
+    name (a home folder). Hub ids, URLs and relative paths are left alone.
+    """
+
+    def __init__(self, folder: Path, keep: set[str]):
+        self.roots = {os.path.normpath(folder.absolute()), os.path.normpath(folder.resolve())}
+        try:
+            self.homes = {os.path.normpath(Path.home()), os.path.normpath(Path.home().resolve())}
+        except (RuntimeError, KeyError, OSError):  # no home folder: nothing more to hide
+            self.homes = set()
+        self.keep = keep  # public strings that look like paths (class names such as "/m/0abc" from config.json)
+        self.count = 0
+
+    def text(self, value: str) -> str:
+        if value in self.keep:
+            return value
+        if "\n" not in value and _is_absolute(value) and _exists(value):  # a whole path, spaces and all
+            self.count += 1
+            return self._render(value)
+        return _PATH_IN_TEXT.sub(self._replace, value)
+
+    def json(self, value: object) -> object:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, list):
+            return [self.json(item) for item in value]
+        if isinstance(value, dict):
+            return {self.text(key): self.json(item) for key, item in value.items()}
+        return value
+
+    def _replace(self, match: re.Match) -> str:
+        path = match.group(match.lastgroup)
+        stripped = path.rstrip(_TRAILING_PUNCTUATION)
+        if len(stripped) < 2 or stripped in self.keep:
+            return match.group(0)
+        self.count += 1
+        return self._render(stripped) + path[len(stripped):]
+
+    def _render(self, path: str) -> str:
+        normal = os.path.normpath(path)
+        for root in self.roots:
+            if normal == root or normal.startswith(root.rstrip(os.sep) + os.sep):
+                return Path(os.path.relpath(normal, root)).as_posix()
+        pure = PureWindowsPath(path) if _WINDOWS_ABSOLUTE.match(path) else PurePosixPath(path)
+        parts = pure.parts[1:]  # without the root
+        if not parts or normal in self.homes or (len(parts) >= 2 and parts[-2].lower() in _HOME_PARENTS):
+            return LOCAL
+        return f"{LOCAL}/{parts[-1]}"
+
+
+def _is_absolute(value: str) -> bool:
+    return os.path.isabs(value) or bool(_WINDOWS_ABSOLUTE.match(value))
+
+
+def _exists(value: str) -> bool:
+    try:
+        return os.path.exists(value)
+    except (ValueError, OSError):  # a NUL byte, a name too long: not a path of this machine
+        return False
+
+
+def _is_model_file(relative: str) -> bool:
+    """Files the model is loaded from: uploaded byte for byte, since rewriting them could break loading."""
+    return "/" not in relative and (relative in WEIGHT_FILES or relative.endswith("config.json"))
+
+
+def _redacted_json(file: Path, redactor: _PathRedactor) -> tuple[bytes, int] | None:
+    """The upload content of a JSON record (training_args.json, metrics.json, data_report.json, ...) with its
+    local paths rewritten, and how many; None when there is nothing to rewrite (the file goes as it is)."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    before = redactor.count
+    try:
+        redacted = json.dumps(redactor.json(json.loads(text)), indent=2, ensure_ascii=False)
+    except ValueError:  # not valid JSON: rewrite the paths in its text
+        redacted = redactor.text(text)
+    count = redactor.count - before
+    return (redacted.encode("utf-8"), count) if count else None
+
+
+def _redaction_note(count: int) -> str:
+    return f"{count} local path{'' if count == 1 else 's'} redacted"
+
+
 def plan_upload(output_dir: str | Path, repo_id: str, *, ignore: list[str] | None = None
-                ) -> tuple[list[UploadFile], list[str]]:
-    """The files a push of `output_dir` to `repo_id` uploads, and the paths it leaves out.
+                ) -> tuple[list[UploadFile], list[LeftOut]]:
+    """The files a push of `output_dir` to `repo_id` uploads, and what it leaves out (with the reasons).
 
     README.md is (re)generated for `repo_id` when it is absent or still vit-finetune's own card; a card the
-    user edited (marker line removed) is uploaded as it is.
+    user edited (marker line removed) is uploaded as it is. Absolute local paths in the JSON records and the
+    generated card are rewritten in the upload (see `_PathRedactor`); the local files stay as they are.
     """
     folder = Path(output_dir)
-    check_model_folder(folder)
-    patterns = DEFAULT_IGNORE + list(ignore or [])
+    config = check_model_folder(folder)
+    rules = [(pattern, f"{reason}, stays local") for pattern, reason in LOCAL_ONLY]
+    rules += [(pattern, f"--exclude {pattern}") for pattern in ignore or []]
+    found, left_out = _walk(folder, rules)
+    redactor = _PathRedactor(folder, keep={str(label) for label in (config.get("id2label") or {}).values()})
     files: list[UploadFile] = []
-    skipped: list[str] = []
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder).as_posix()
-        if _ignored(relative, patterns):
-            if not any(relative.startswith(s.rstrip("/") + "/") for s in skipped):
-                skipped.append(relative + ("/" if path.is_dir() else ""))
+    readme: Path | None = None
+    for relative, source in found:
+        if relative == "README.md":
+            readme = source
             continue
-        if path.is_file() and relative != "README.md":
-            files.append(UploadFile(relative, path.stat().st_size, path))
-    readme = folder / "README.md"
-    if readme.is_file() and not is_generated_card(readme):
+        redacted = None
+        if relative.endswith(".json") and not _is_model_file(relative):
+            redacted = _redacted_json(source, redactor)
+        if redacted:
+            content, count = redacted
+            files.append(UploadFile(relative, len(content), content, _redaction_note(count)))
+        else:
+            files.append(UploadFile(relative, source.stat().st_size, source))
+    if readme is not None and not is_generated_card(readme):
         files.append(UploadFile("README.md", readme.stat().st_size, readme, "your edited model card, as is"))
     else:
-        kept = _card_metadata(readme) if readme.is_file() else {}
-        card = str(build_model_card(folder, repo_id=repo_id, **kept)).encode("utf-8")
-        files.append(UploadFile("README.md", len(card), card, f"model card, generated for {repo_id}"))
-    return sorted(files, key=lambda f: f.path_in_repo), skipped
+        kept = _card_metadata(readme) if readme is not None else {}
+        before = redactor.count
+        card = redactor.text(str(build_model_card(folder, repo_id=repo_id, **kept))).encode("utf-8")
+        count = redactor.count - before
+        note = f"model card, generated for {repo_id}" + (f"; {_redaction_note(count)}" if count else "")
+        files.append(UploadFile("README.md", len(card), card, note))
+    return sorted(files, key=lambda f: f.path_in_repo), sorted(left_out, key=lambda item: item.path)
 
 
 # --------------------------------------------------------------------------------------- errors
@@ -250,9 +439,10 @@ def push_to_hub(
                        existed=existed) from error
     # Keep the local card identical to the published one (the repo id is now in its snippets).
     card = next(f for f in files if f.path_in_repo == "README.md")
-    if isinstance(card.source, bytes):
+    local_card = Path(output_dir) / "README.md"
+    if isinstance(card.source, bytes) and not local_card.is_symlink():  # never write through a link
         try:
-            (Path(output_dir) / "README.md").write_bytes(card.source)
+            local_card.write_bytes(card.source)
         except OSError as error:  # a read-only folder: the push itself succeeded
             print(f"note: could not update {output_dir}/README.md ({error.strerror})", file=sys.stderr)
     return str(commit.commit_url)
@@ -266,14 +456,16 @@ def _human_size(size: float) -> str:
     return f"{size:.1f} GB"
 
 
-def _print_plan(files: list[UploadFile], skipped: list[str], target: str) -> None:
+def _print_plan(files: list[UploadFile], skipped: list[LeftOut], target: str) -> None:
     total = sum(f.size for f in files)
     print(f"Dry run: would upload {len(files)} files ({_human_size(total)}) to {target} in one commit:")
     width = max(len(f.path_in_repo) for f in files)
     for f in files:
         print(f"  {f.path_in_repo:<{width}}  {_human_size(f.size):>9}" + (f"  ({f.note})" if f.note else ""))
     if skipped:
-        print("Left out: " + ", ".join(skipped))
+        print("Left out: " + ", ".join(item.path for item in skipped))
+        for item in skipped:
+            print(f"  {item}")
 
 
 def push_main(argv: list[str]) -> int:
@@ -431,5 +623,5 @@ def push_space_main(argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["PushError", "UploadFile", "check_model_folder", "plan_upload", "push_to_hub", "push_main",
+__all__ = ["PushError", "UploadFile", "LeftOut", "check_model_folder", "plan_upload", "push_to_hub", "push_main",
            "space_files", "push_space", "push_space_main", "GENERATED_MARKER"]

@@ -16,7 +16,7 @@ import json
 import os
 import re
 import struct
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -51,6 +51,8 @@ _SECRET_WORDS = ("token", "password", "secret", "api_key")
 _PATH_SUFFIXES = ("_dir", "_file", "_path")
 _BUILDER_NAMES = {"imagefolder", "csv", "json", "parquet", "arrow", "webdataset", "folder"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+# An absolute path on Windows (C:\..., C:/..., \\server\...), wherever the card is built.
+_WINDOWS_PATH = re.compile(r"^([A-Za-z]:[\\/]|\\\\)")
 
 
 def _read_json(path: Path) -> Any:
@@ -70,6 +72,14 @@ def _hub_id_or_none(value: Any) -> str | None:
     return value
 
 
+def _is_local_path(value: Any) -> bool:
+    """An absolute or home-relative path (or a list holding one): meaningless to readers, may name the user."""
+    if isinstance(value, (list, tuple)):
+        return any(_is_local_path(item) for item in value)
+    return isinstance(value, str) and (os.path.isabs(value) or value.startswith("~")
+                                       or bool(_WINDOWS_PATH.match(value)))
+
+
 def _dataset_label(value: Any) -> str | None:
     """How the card names the data: a Hub id as is, a local folder by its name (never its full path)."""
     if not isinstance(value, str) or not value:
@@ -77,10 +87,14 @@ def _dataset_label(value: Any) -> str | None:
     if _hub_id_or_none(value) or value.lower() in _BUILDER_NAMES:
         return value
     # "/home/me/flowers/train" -> "flowers": split folders say nothing about the data.
-    parts = [p for p in Path(value).parts if p not in ("/", "\\")]
+    path = PureWindowsPath(value) if _WINDOWS_PATH.match(value) else PurePosixPath(value)
+    parts = list(path.parts[1:] if path.anchor else path.parts)
     while parts and parts[-1].lower() in ("train", "training", "val", "valid", "validation", "test", "images"):
         parts.pop()
-    return parts[-1] if parts else None
+    # What is left of "/home/me/train" is a user name, not the name of the data.
+    if not parts or (len(parts) >= 2 and parts[-2].lower() in ("home", "users")):
+        return None
+    return parts[-1]
 
 
 def count_parameters(weights_file: Path) -> int | None:
@@ -173,10 +187,16 @@ def _hyperparameter_section(training_args: dict | None, metrics: dict | None) ->
                  ("training images / s", metrics.get("train_samples_per_second")),
                  ("processes", metrics.get("num_processes"))]
         lines += [f"- {name}: {_fmt(value)}" for name, value in facts if value is not None] + [""]
+        # A resumed run may change optimizer settings; the arguments below show only the last values.
+        changes = [c for c in metrics.get("setting_changes") or [] if isinstance(c, dict)]
+        if changes:
+            lines += ["Settings changed when the run was resumed (the arguments below show the final values):", ""]
+            lines += [f"- {c.get('field')} changed from {_fmt(c.get('from'))} to {_fmt(c.get('to'))} at step "
+                      f"{c.get('step')}" for c in changes] + [""]
     if training_args:
         public = {k: v for k, v in training_args.items()
                   if v is not None and not any(word in k.lower() for word in _SECRET_WORDS)
-                  and not k.lower().endswith(_PATH_SUFFIXES)
+                  and not k.lower().endswith(_PATH_SUFFIXES) and not _is_local_path(v)
                   and isinstance(v, (str, int, float, bool, list, tuple))}
         key_rows = [f"| {k} | {_fmt(public[k])} |" for k in _KEY_HYPERPARAMETERS if k in public]
         if key_rows:

@@ -56,12 +56,24 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
 
 
 def load_model_and_stats(model_name_or_path: str, device: str | torch.device) -> tuple[torch.nn.Module, list, list]:
+    """A trained classifier and its normalisation. Raises `convert.ModelLoadError` (one line naming the model) for
+    a missing folder, a folder that holds no model or no image processor, or a Hub id that cannot be fetched."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     import vit_finetune  # noqa: F401  (registers our model with the Auto classes)
 
-    model = AutoModelForImageClassification.from_pretrained(model_name_or_path).to(device).eval()
-    processor = AutoImageProcessor.from_pretrained(model_name_or_path)
+    from .convert import ModelLoadError, check_weights, resolve_model_folder
+
+    folder = resolve_model_folder(model_name_or_path)
+    check_weights(folder, model_name_or_path)
+    if not (folder / "preprocessor_config.json").is_file():
+        raise ModelLoadError(f"{model_name_or_path}: no preprocessor_config.json (the image processor that says how "
+                             "to normalise images); is it a folder written by `vit-finetune train`?")
+    try:
+        model = AutoModelForImageClassification.from_pretrained(folder).to(device).eval()
+    except (OSError, ValueError, KeyError) as error:  # e.g. a config.json of a model that is no image classifier
+        raise ModelLoadError(f"{model_name_or_path}: cannot load an image classifier from it: {error}") from error
+    processor = AutoImageProcessor.from_pretrained(folder)
     return model, list(processor.image_mean), list(processor.image_std)
 
 
@@ -118,13 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
 
+    from .convert import ModelLoadError
+
     try:
         paths = expand_inputs(args.inputs)
-    except FileNotFoundError as error:
-        print(f"vit-finetune predict: {error}", file=sys.stderr)
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model, mean, std = load_model_and_stats(args.model, device)
+    except (FileNotFoundError, ModelLoadError) as error:
+        print(f"vit-finetune predict: error: {error}", file=sys.stderr)
         return 2
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, mean, std = load_model_and_stats(args.model, device)
     k = min(args.top_k, model.config.num_labels)
 
     failed = 0

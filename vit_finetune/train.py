@@ -17,7 +17,8 @@ Read top to bottom:
 
 Exact resume, in one paragraph: the shuffle order of epoch e is a pure function of (seed, e) (`EpochSampler`),
 a resumed epoch skips the batches already consumed (`accelerator.skip_first_batches`), model/optimizer/
-scheduler/scaler/RNG states come back from `accelerator.load_state`, and every batch reseeds torch's RNG from
+scaler states come back from `accelerator.load_state` and the schedule from trainer_state.json (no pickle is
+ever loaded), and every batch reseeds torch's RNG from
 (seed, epoch, batch index, process) before augmentation and the forward pass, so mixup, crops, dropout and
 stochastic depth draw the same numbers whether or not the run was interrupted.
 """
@@ -32,6 +33,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import sys
 import time
 import typing
@@ -44,6 +46,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+
+from .checkpointing import DiskFullError
+from .output_folder import holds_finished_model
 
 logger = logging.getLogger("vit_finetune.train")
 
@@ -63,7 +68,16 @@ class ConfigError(ValueError):
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss or the weights became NaN or infinite."""
+
+
+def _check_finite(arguments: Any) -> None:
+    """NaN passes every `<`/`>` range check and inf overflows the step count: refuse both up front."""
+    for item in dataclasses.fields(arguments):
+        values = getattr(arguments, item.name)
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{item.name} must be a finite number, got {value}")
 
 
 # ==========================================================================================================
@@ -123,6 +137,7 @@ class ModelArguments:
         return {name: getattr(self, name) for name in ARCHITECTURE_FIELDS if getattr(self, name) is not None}
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         overrides = self.architecture_overrides()
         if self.model_name_or_path:
             fixed = sorted(set(overrides) - set(PRETRAINED_OVERRIDES))
@@ -192,6 +207,7 @@ class TrainingArguments:
     dataloader_num_workers: int = field(default=0, metadata={"help": "Data loading worker processes."})
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         if not self.output_dir:
             raise ConfigError("output_dir is required")
         positive = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
@@ -373,10 +389,13 @@ def load_model(model_args: ModelArguments) -> tuple[Any, list[float] | None, lis
     if not model_args.model_name_or_path:
         return ViTForImageClassification(ViTConfig(**overrides)), None, None
 
-    from .convert import load_pretrained_vit, source_image_processor
+    from .convert import ModelLoadError, load_pretrained_vit, source_image_processor
 
     name = model_args.model_name_or_path
-    model = load_pretrained_vit(name, revision=model_args.model_revision, **overrides)
+    try:
+        model = load_pretrained_vit(name, revision=model_args.model_revision, **overrides)
+    except ModelLoadError as error:  # no such folder, not a model, Hub unreachable, image_size vs patch_size
+        raise ConfigError(str(error)) from None
     try:
         processor = source_image_processor(name, model.config)
         mean, std = list(processor.image_mean), list(processor.image_std)
@@ -529,6 +548,92 @@ class TrainerState:
     num_processes: int = 0
     seed: int = 0
     train_images: int = 0
+    freeze_backbone: bool = False
+    # the LR schedule's state (plain numbers): kept here rather than in a pickle that resuming would unpickle
+    scheduler: dict[str, Any] | None = None
+    # optimizer settings in force, and each change a resumed run made to them: {"step", "field", "from", "to"}
+    optimizer_settings: dict[str, Any] = field(default_factory=dict)
+    setting_changes: list[dict[str, Any]] = field(default_factory=list)
+
+
+# Fields that must not change on resume: the order of batches (and the parameter groups) depend on them.
+RESUME_INVARIANTS = ("per_device_train_batch_size", "gradient_accumulation_steps", "num_processes", "seed",
+                     "train_images", "freeze_backbone")
+# Optimizer settings a resumed run may change: they apply from the resume point on, and are recorded.
+OPTIMIZER_SETTINGS = ("learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "layer_decay")
+
+
+def resume(checkpoint: Path, state: TrainerState, accelerator: Any, optimizer: Any, scheduler: Any) -> TrainerState:
+    """Loads a checkpoint into the prepared objects and returns its trainer state.
+
+    Optimizer settings changed since the checkpoint (a lower learning rate after a divergence, say) apply from
+    the resume point on: `load_state` brings back the checkpoint's values, which are replaced by this run's,
+    and each change is recorded in `setting_changes` (metrics.json and the model card show them).
+    """
+    from . import checkpointing
+
+    saved = TrainerState(**checkpointing.read_trainer_state(checkpoint))
+    for name in RESUME_INVARIANTS:
+        if getattr(saved, name) != getattr(state, name):
+            raise ConfigError(f"{checkpoint} was written with {name}={getattr(saved, name)}, this run has "
+                              f"{getattr(state, name)}: an exact resume needs the same value")
+    before = saved.optimizer_settings.get("layer_decay")
+    if saved.optimizer_settings and (before is None) != (state.optimizer_settings["layer_decay"] is None):
+        raise ConfigError(f"{checkpoint} was written with layer_decay={before}: switching layer-wise decay on or "
+                          "off changes the optimizer's parameter groups, so it cannot change on resume")
+    built = [{"initial_lr": g["initial_lr"], "weight_decay": g["weight_decay"], "betas": g["betas"], "eps": g["eps"]}
+             for g in optimizer.param_groups]
+    try:
+        schedule = saved.scheduler or checkpointing.read_legacy_scheduler_state(checkpoint)
+    except FileNotFoundError as error:
+        raise ConfigError(str(error)) from None
+    checkpointing.load_state_without_pickles(accelerator, checkpoint)
+    scheduler.load_state_dict(schedule)
+    changes = [{"step": saved.global_step, "field": name, "from": old, "to": state.optimizer_settings[name]}
+               for name, old in saved.optimizer_settings.items() if old != state.optimizer_settings.get(name)]
+    if changes or not saved.optimizer_settings:  # a checkpoint from before settings were recorded: apply them
+        for group, values in zip(optimizer.param_groups, built, strict=True):
+            group.update(values)
+        scheduler.base_lrs = [values["initial_lr"] for values in built]
+        # The learning rate at the resume point on the schedule of the new peak (transformers' schedules are
+        # LambdaLR: base lr times a factor of the step).
+        lrs = [base * factor(scheduler.last_epoch) for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+        for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        scheduler._last_lr = lrs
+        for change in changes:
+            logger.info("resuming with %s=%s (the checkpoint had %s): applied from step %d on",
+                        change["field"], change["to"], change["from"], change["step"])
+    saved.setting_changes = saved.setting_changes + changes
+    saved.optimizer_settings = state.optimizer_settings
+    return saved
+
+
+def check_finite_weights(model: torch.nn.Module, accelerator: Any, step: int, output_dir: Path) -> None:
+    """Refuses to save or export weights holding NaN or inf: a checkpoint is only ever a good one.
+
+    A finite loss does not prove finite weights: the update after it may overflow (a huge learning rate).
+    """
+    bad = torch.zeros((), device=accelerator.device)
+    for parameter in model.parameters():
+        bad += (~torch.isfinite(parameter.detach())).any()
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, reduction="sum")  # FSDP shards: every process must agree
+    if bad.item():
+        from . import checkpointing
+
+        latest = checkpointing.latest_checkpoint(output_dir)
+        raise NonFiniteLossError(f"the weights became NaN or infinite by step {step}; training stopped and they "
+                                 f"were not saved. {recovery_advice(latest)}")
+
+
+def recovery_advice(latest: Path | None) -> str:
+    if latest is None:
+        return ("No checkpoint was saved before it. Start again with a lower --learning_rate (and "
+                "--overwrite_output_dir), keep --max_grad_norm on, or use bf16 rather than fp16.")
+    return (f"Last good checkpoint: {latest}. Continue from it with a lower learning rate: "
+            f"--resume_from_checkpoint {latest} --learning_rate <lower> (keep --max_grad_norm on; bf16 is steadier "
+            "than fp16).")
 
 
 def is_better(value: float, best: float | None, metric: str) -> bool:
@@ -539,8 +644,46 @@ def is_better(value: float, best: float | None, metric: str) -> bool:
     return value < best if metric in LOWER_IS_BETTER else value > best
 
 
+def check_output_dir(output_dir: Path, model_args: ModelArguments) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"output_dir {output_dir} is a file, not a folder")
+    source = model_args.model_name_or_path
+    if source and Path(source).is_dir() and output_dir.is_dir() and output_dir.samefile(source):
+        raise ConfigError(f"output_dir {output_dir} is the model_name_or_path folder: training would overwrite "
+                          "the weights it starts from; choose another output_dir")
+
+
 def train(model_args: ModelArguments, data_args: Any, args: TrainingArguments) -> dict[str, Any]:
-    """Runs one training job and writes the model folder; returns the contents of metrics.json."""
+    """Runs one training job and writes the model folder; returns the contents of metrics.json.
+
+    The main process holds the output folder's lock for the whole run. A run refused before any work (a
+    ConfigError) removes the output folder if it made it, so a typo leaves nothing behind.
+    """
+    from .output_folder import OutputFolderError, OutputLock
+
+    output_dir = Path(args.output_dir)
+    check_output_dir(output_dir, model_args)
+    main_process = int(os.environ.get("RANK", "0")) == 0  # Accelerate's own rule, before it is set up
+    lock, created = OutputLock(output_dir), False
+    if main_process:
+        created = not output_dir.exists()
+        output_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire()
+        except OutputFolderError as error:
+            raise ConfigError(str(error)) from None
+    try:
+        return _train(model_args, data_args, args)
+    except ConfigError:
+        if created:
+            lock.release()
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise
+    finally:
+        lock.release()
+
+
+def _train(model_args: ModelArguments, data_args: Any, args: TrainingArguments) -> dict[str, Any]:
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
     from tqdm.auto import tqdm
@@ -567,26 +710,30 @@ def train(model_args: ModelArguments, data_args: Any, args: TrainingArguments) -
         torch.backends.cudnn.allow_tf32 = True
 
     # ---- where are we: a fresh run, or a resumed one? -----------------------------------------------------
-    resume_from = checkpointing.resolve_resume_path(output_dir, args.resume_from_checkpoint)
+    try:
+        resume_from = checkpointing.resolve_resume_path(output_dir, args.resume_from_checkpoint)
+    except FileNotFoundError as error:
+        raise ConfigError(str(error)) from None
     if args.resume_from_checkpoint == "latest" and resume_from is None:
         logger.info("resume_from_checkpoint=latest: %s has no checkpoint yet, starting from the beginning",
                     output_dir)
     existing = checkpointing.list_checkpoints(output_dir)
-    if existing and resume_from is None:
+    if resume_from is None and (existing or holds_finished_model(output_dir)):
         if not args.overwrite_output_dir:
+            what = f"checkpoints ({existing[-1].name})" if existing else "a finished model"
             raise ConfigError(
-                f"{output_dir} already holds checkpoints ({existing[-1].name}): pass --resume_from_checkpoint "
-                "latest to continue, or --overwrite_output_dir to start again (deletes them)"
+                f"{output_dir} already holds {what}: pass --resume_from_checkpoint latest to continue, or "
+                "--overwrite_output_dir to start again (the old model stays until the new one is complete)"
             )
-        if main_process:
-            import shutil
-
+        if main_process and existing:
             shutil.rmtree(checkpointing.checkpoints_root(output_dir))
+    # This run's own records live beside its checkpoints until the model folder is published.
+    run_dir = checkpointing.checkpoints_root(output_dir)
     if main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
         checkpointing.remove_incomplete(output_dir)
         arguments = resolved_arguments(model_args, data_args, args)
-        (output_dir / "training_args.json").write_text(json.dumps(arguments, indent=2, default=str))
+        (run_dir / "training_args.json").write_text(json.dumps(arguments, indent=2, default=str))
     accelerator.wait_for_everyone()
 
     # ---- model and data -----------------------------------------------------------------------------------
@@ -599,7 +746,7 @@ def train(model_args: ModelArguments, data_args: Any, args: TrainingArguments) -
             data_args,
             image_size=config.image_size,
             num_channels=config.num_channels,
-            output_dir=str(output_dir),
+            output_dir=str(run_dir),
             seed=args.seed,
             main_process_first=accelerator.main_process_first,
         )
@@ -649,27 +796,20 @@ def train(model_args: ModelArguments, data_args: Any, args: TrainingArguments) -
     num_epochs = math.ceil(max_steps / steps_per_epoch)
     warmup_steps = args.warmup_steps or math.ceil(args.warmup_ratio * max_steps)
     # Not passed to prepare(): Accelerate's wrapper would step it once per process per step. Stepped by hand
-    # after each optimizer update, and saved with the checkpoints as a registered object.
+    # after each optimizer update; its state goes into trainer_state.json, not into Accelerate's custom state
+    # (a pickle that load_state reads with weights_only=False).
     scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=warmup_steps,
                               num_training_steps=max_steps)
-    accelerator.register_for_checkpointing(scheduler)
     with accelerator.local_main_process_first():  # one process per machine copies the metric modules first
         metrics = MetricSuite()
 
     state = TrainerState(per_device_train_batch_size=args.per_device_train_batch_size,
                          gradient_accumulation_steps=args.gradient_accumulation_steps,
-                         num_processes=accelerator.num_processes, seed=args.seed, train_images=len(prepared.train))
+                         num_processes=accelerator.num_processes, seed=args.seed, train_images=len(prepared.train),
+                         freeze_backbone=model_args.freeze_backbone,
+                         optimizer_settings={name: getattr(args, name) for name in OPTIMIZER_SETTINGS})
     if resume_from is not None:
-        saved = TrainerState(**checkpointing.read_trainer_state(resume_from))
-        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "num_processes", "seed",
-                     "train_images"):
-            if getattr(saved, name) != getattr(state, name):
-                raise ConfigError(
-                    f"{resume_from} was written with {name}={getattr(saved, name)}, this run has "
-                    f"{getattr(state, name)}: an exact resume needs the same value"
-                )
-        accelerator.load_state(str(resume_from))
-        state = saved
+        state = resume(resume_from, state, accelerator, optimizer, scheduler)
         logger.info("resumed from %s: epoch %d, step %d of %d", resume_from, state.epoch, state.global_step,
                     max_steps)
 
@@ -711,9 +851,7 @@ def train(model_args: ModelArguments, data_args: Any, args: TrainingArguments) -
             latest = checkpointing.latest_checkpoint(output_dir)
             raise NonFiniteLossError(
                 f"the training loss became NaN or infinite by step {state.global_step}; training stopped and "
-                f"nothing was saved after it. Last good checkpoint: {latest or 'none'}. Lower --learning_rate, "
-                "keep --max_grad_norm on, or use bf16 rather than fp16, then resume with "
-                f"--resume_from_checkpoint {latest or 'latest'}"
+                f"nothing was saved after it. {recovery_advice(latest)}"
             )
         mean_loss = total / count if count else None
         state.loss_sum_since_eval += total
@@ -743,7 +881,9 @@ def train(model_args: ModelArguments, data_args: Any, args: TrainingArguments) -
                     " (best so far)" if state.best_step == state.global_step else "")
 
     def save(epoch: int, step_in_epoch: int) -> None:
+        check_finite_weights(model, accelerator, state.global_step, output_dir)
         state.epoch, state.step_in_epoch, state.elapsed_s = epoch, step_in_epoch, elapsed()
+        state.scheduler = scheduler.state_dict()
         keep = {state.best_step} if state.best_step is not None else set()
         path = checkpointing.save_checkpoint(accelerator, output_dir, asdict(state),
                                              save_total_limit=args.save_total_limit, keep_steps=keep)
@@ -832,7 +972,7 @@ def train(model_args: ModelArguments, data_args: Any, args: TrainingArguments) -
     train_runtime = elapsed()
     if args.load_best_model_at_end and state.best_step is not None and state.best_step != state.global_step:
         best_dir = checkpointing.checkpoints_root(output_dir) / f"checkpoint-{state.best_step}"
-        accelerator.load_state(str(best_dir))
+        checkpointing.load_state_without_pickles(accelerator, best_dir)
         logger.info("exporting the best checkpoint: step %d (%s %.4f)", state.best_step, args.metric_for_best_model,
                     state.best_metric)
 
@@ -865,10 +1005,22 @@ def train(model_args: ModelArguments, data_args: Any, args: TrainingArguments) -
         "dataset": dataset_name(data_args),
         "base_model": model_args.model_name_or_path,
         "history": state.history,
+        "setting_changes": state.setting_changes,
     }
+    check_finite_weights(final_model, accelerator, state.global_step, output_dir)
     if main_process:
-        write_model_folder(unwrapped, state_dict, accelerator, output_dir, prepared, results, report, report_split,
-                           mean, std)
+        from .output_folder import publish_model_folder, staging_dir
+
+        staging = staging_dir(output_dir)
+        try:
+            write_model_folder(unwrapped, state_dict, accelerator, staging, run_dir, prepared, results, report,
+                               report_split, mean, std)
+        except Exception as error:  # noqa: BLE001 - safetensors' write error is neither OSError nor RuntimeError
+            shutil.rmtree(staging, ignore_errors=True)
+            checkpointing.raise_if_disk_full(error, output_dir, "the model folder")
+            raise
+        publish_model_folder(staging, output_dir)
+        logger.info("model folder: %s", output_dir.resolve())
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return results
@@ -882,9 +1034,13 @@ def dataset_name(data_args: Any) -> str:
     return "unknown"
 
 
-def write_model_folder(model: Any, state_dict: dict, accelerator: Any, output_dir: Path, prepared: Any,
-                       results: dict, report: Any, report_split: str, mean: list[float], std: list[float]) -> None:
-    """Everything docs/CONTRACTS.md lists for a model folder (main process only)."""
+def write_model_folder(model: Any, state_dict: dict, accelerator: Any, output_dir: Path, run_dir: Path,
+                       prepared: Any, results: dict, report: Any, report_split: str, mean: list[float],
+                       std: list[float]) -> None:
+    """Everything docs/CONTRACTS.md lists for a model folder (main process only), into an empty `output_dir`.
+
+    `run_dir` holds this run's training_args.json and data_report.json, copied in.
+    """
     from .data import build_image_processor
     from .plots import plot_confusion_matrix, plot_training_curves
 
@@ -892,12 +1048,13 @@ def write_model_folder(model: Any, state_dict: dict, accelerator: Any, output_di
     model.save_pretrained(output_dir, state_dict=state_dict, save_function=accelerator.save)
     build_image_processor(config.image_size, config.num_channels, mean, std).save_pretrained(output_dir)
     (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+    for name in ("training_args.json", "data_report.json"):
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, output_dir / name)
     labels = [config.id2label[i] for i in range(config.num_labels)]
     plot_confusion_matrix(report.predictions, report.references, labels, output_dir / "confusion_matrix.png",
                           title=report_split)
     plot_training_curves(results["history"], output_dir / "training_curves.png")
-    if not (output_dir / "data_report.json").exists() and getattr(prepared, "report", None) is not None:
-        (output_dir / "data_report.json").write_text(json.dumps(prepared.report, indent=2, default=str))
     write_examples(prepared.validation, config.id2label, output_dir / "examples")
     try:
         from .model_card import write_model_card
@@ -905,7 +1062,6 @@ def write_model_folder(model: Any, state_dict: dict, accelerator: Any, output_di
         logger.info("the model card writer is not available: README.md not written")
     else:
         write_model_card(output_dir)
-    logger.info("model folder: %s", output_dir.resolve())
 
 
 def write_examples(dataset: Any, id2label: dict[int, str], folder: Path, limit: int = 10) -> None:
@@ -954,8 +1110,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"vit-finetune train: error: {error}", file=sys.stderr)
         return 2
-    except NonFiniteLossError as error:
-        print(f"vit-finetune train: {error}", file=sys.stderr)
+    except (NonFiniteLossError, DiskFullError) as error:
+        print(f"vit-finetune train: error: {error}", file=sys.stderr)
         return 1
     finally:
         _reset_accelerate()

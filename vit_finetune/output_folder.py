@@ -1,0 +1,152 @@
+"""The output folder of a training run: one owner at a time, and a model folder that is always one run's, complete.
+
+    output_dir/
+        .vit-finetune.lock     the live run's owner (pid, host); a second run into the folder is refused
+        checkpoints/           resumable state, plus this run's training_args.json and data_report.json
+        .incomplete-model/     the model folder being written at the end of a run (never read back)
+        config.json, model.safetensors, ...   the finished model (docs/CONTRACTS.md lists the files)
+
+Why staged: a run that fails (or is killed) while exporting, or a failed `--overwrite_output_dir` run, must not
+leave one run's files beside another's. The new model folder is written whole into `.incomplete-model/`, then
+swapped in: `config.json` leaves first and arrives last, so at no moment does the folder look like a model made
+of two runs' files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+LOCK_FILE = ".vit-finetune.lock"
+STAGING_DIR = ".incomplete-model"
+_PREVIOUS_DIR = ".previous-model"
+# What a finished model folder holds besides the names the new one brings (files of an older layout, sharded
+# weights, evaluations of that model): all of it describes the old model, so it leaves with it.
+_MODEL_FILES = (
+    "config.json", "model.safetensors", "model.safetensors.index.json", "configuration_vit.py", "modeling_vit.py",
+    "preprocessor_config.json", "README.md", "training_args.json", "metrics.json", "training_curves.png",
+    "confusion_matrix.png", "data_report.json", "examples",
+)
+_OLD_MODEL_PATTERNS = ("model-*-of-*.safetensors", "eval_*")
+
+
+class OutputFolderError(ValueError):
+    """The output folder cannot be used for this run; the message says why and what to do."""
+
+
+def holds_finished_model(output_dir: Path) -> bool:
+    return (output_dir / "config.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------------ the lock
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+class OutputLock:
+    """An exclusive claim on an output folder: a lock file naming the owner's pid and host.
+
+    Created with O_EXCL, so two runs starting at once cannot both win. A lock whose process is gone (same host)
+    is stale and taken over; a lock from another host cannot be checked, so it is refused with its path.
+    """
+
+    def __init__(self, output_dir: Path):
+        self.path = output_dir / LOCK_FILE
+        self.held = False
+
+    def acquire(self) -> None:
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        for _ in range(2):  # a second try after removing a stale lock
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                self._check_stale()
+                continue
+            with os.fdopen(fd, "w") as handle:
+                json.dump(owner, handle)
+            self.held = True
+            return
+        raise OutputFolderError(f"{self.path.parent}: could not take the lock {self.path}")
+
+    def _check_stale(self) -> None:
+        try:
+            owner = json.loads(self.path.read_text())
+            pid, host = int(owner["pid"]), str(owner["host"])
+        except (OSError, ValueError, KeyError, TypeError):
+            # A lock file cut short by a crash between create and write: nobody can own it.
+            logger.warning("removing an unreadable lock file %s", self.path)
+            self.path.unlink(missing_ok=True)
+            return
+        if host == socket.gethostname() and not _process_alive(pid):
+            logger.warning("removing a stale lock of process %d, which is gone: %s", pid, self.path)
+            self.path.unlink(missing_ok=True)
+            return
+        where = "" if host == socket.gethostname() else f" on host {host} (if that run is dead, delete {self.path})"
+        raise OutputFolderError(
+            f"{self.path.parent} is in use by another training run (process {pid}{where}, started "
+            f"{owner.get('started', '?')}): wait for it, or choose another --output_dir"
+        )
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+# ------------------------------------------------------------------------------------------ the swap
+def staging_dir(output_dir: Path) -> Path:
+    """An empty folder to write the new model folder into (what an earlier crash left there is removed)."""
+    staging = output_dir / STAGING_DIR
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(output_dir / _PREVIOUS_DIR, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_files(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def publish_model_folder(staging: Path, output_dir: Path) -> None:
+    """Replace the model in `output_dir` by the complete one in `staging`; checkpoints/ and user files stay."""
+    _fsync_files(staging)
+    new = sorted(p.name for p in staging.iterdir())
+    old_names = set(new) | set(_MODEL_FILES)
+    old = [p for p in output_dir.iterdir() if p.name in old_names
+           or any(p.match(pattern) for pattern in _OLD_MODEL_PATTERNS)]
+    previous = output_dir / _PREVIOUS_DIR
+    previous.mkdir()
+    # config.json out first and in last: in between, the folder is not a loadable model of either run.
+    for path in sorted(old, key=lambda p: p.name != "config.json"):
+        os.replace(path, previous / path.name)
+    for name in sorted(new, key=lambda n: n == "config.json"):
+        os.replace(staging / name, output_dir / name)
+    _fsync_dir(output_dir)
+    if any(p.match("eval_*") for p in old):
+        logger.info("removed the evaluations of the previous model (eval_*/) from %s", output_dir)
+    shutil.rmtree(previous)
+    staging.rmdir()
