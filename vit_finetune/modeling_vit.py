@@ -526,16 +526,59 @@ class ViTForImageClassification(ViTPreTrainedModel):
                 self.config.problem_type = "single_label_classification"
             else:
                 self.config.problem_type = "multi_label_classification"
-        logits = logits.float()  # losses in float32 whatever the autocast dtype
-        if self.config.problem_type == "regression":
-            if self.num_labels == 1:
-                return F.mse_loss(logits.squeeze(-1), labels.float().view(-1))
-            return F.mse_loss(logits, labels.float())
-        if self.config.problem_type == "single_label_classification":
-            if labels.dim() == 2 and labels.is_floating_point():  # soft targets (mixup, cutmix)
-                return F.cross_entropy(logits, labels.float())
-            return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
-        return F.binary_cross_entropy_with_logits(logits, labels.float())
+        return classification_loss(logits, labels, self.config.problem_type)
+
+    # ---- what the model knows about its own parameters (asked by the optimizer builder and the converters) ----
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters that take no weight decay: 1-D tensors (norms, biases, LayerScale), the CLS
+        token and the position table. Decaying them only pulls them towards zero (timm, BEiT, DeiT)."""
+        return {name for name, parameter in self.named_parameters()
+                if parameter.ndim <= 1 or name.endswith(("cls_token", "position_embeddings"))}
+
+    def num_layer_ids(self) -> int:
+        """How many depths `layer_id` tells apart: the embeddings, each block, and the final norm with the head."""
+        return self.config.num_hidden_layers + 2
+
+    def layer_id(self, name: str) -> int:
+        """The depth of a parameter, for layer-wise learning-rate decay (BEiT): 0 for the embeddings, i + 1 for
+        block i, `num_layer_ids() - 1` for the final norm and the head."""
+        parts = name.split(".")
+        if parts[:2] == ["vit", "embeddings"]:
+            return 0
+        if parts[:2] == ["vit", "layers"]:
+            return int(parts[2]) + 1
+        return self.num_layer_ids() - 1
+
+    def reset_classifier(self, id2label: dict[int, str]) -> None:
+        """A freshly initialised head for a new label set (and the config's label maps to match)."""
+        self.config.id2label = {int(i): str(name) for i, name in id2label.items()}
+        self.config.label2id = {name: i for i, name in self.config.id2label.items()}
+        self.num_labels = len(id2label)
+        parameter = next(self.parameters())
+        self.classifier = nn.Linear(self.config.hidden_size, self.num_labels).to(parameter.device, parameter.dtype)
+        init.trunc_normal_(self.classifier.weight, mean=0.0, std=self.config.initializer_range)
+        init.zeros_(self.classifier.bias)
 
 
-__all__ = ["ViTPreTrainedModel", "ViTModel", "ViTForImageClassification"]
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str, *,
+                        label_smoothing: float = 0.0, reduction: str = "mean") -> torch.Tensor:
+    """The loss of every caller (the model's `labels=`, training, evaluation), in float32 whatever the autocast.
+
+    Single-label: `labels` are class ids (B,), or class probabilities (B, num_labels) from mixup/cutmix.
+    Multi-label: 0/1 indicators (B, num_labels). Regression: float targets (B,) or (B, num_labels).
+    """
+    logits = logits.float()
+    if problem_type == "regression":
+        if logits.shape[-1] == 1:
+            return F.mse_loss(logits.squeeze(-1), labels.float().view(-1), reduction=reduction)
+        return F.mse_loss(logits, labels.float(), reduction=reduction)
+    if problem_type == "single_label_classification":
+        if labels.dim() == 2 and labels.is_floating_point():  # soft targets (mixup, cutmix)
+            return F.cross_entropy(logits, labels.float(), label_smoothing=label_smoothing, reduction=reduction)
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), label_smoothing=label_smoothing,
+                               reduction=reduction)
+    return F.binary_cross_entropy_with_logits(logits, labels.float(), reduction=reduction)
+
+
+__all__ = ["ViTPreTrainedModel", "ViTModel", "ViTForImageClassification", "classification_loss"]
