@@ -52,21 +52,6 @@ class ViTConfig(PretrainedConfig):
     pretrained_overridable = ("image_size", "hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate",
                               "pooling")
 
-    @classmethod
-    def documented_fields(cls) -> dict[str, str]:
-        """Each field of `__init__` with its text from the Args section above, the one place a field is
-        described: the command line's options and their --help are derived from it."""
-        import inspect
-        import re
-
-        names = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "kwargs")]
-        args = (cls.__doc__ or "").split("Args:", 1)[-1]
-        found = dict(re.findall(r"^ {8}(\w+): (.*(?:\n {12}.*)*)", args, flags=re.MULTILINE))
-        missing = [n for n in names if n not in found]
-        if missing:
-            raise TypeError(f"ViTConfig's docstring does not describe {missing}")
-        return {n: " ".join(found[n].split()) for n in names}
-
     def __init__(
         self,
         image_size: int = 224,
