@@ -22,6 +22,7 @@ is a plain `vit-finetune train` command, printed before it starts, so any step c
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import random
@@ -33,14 +34,15 @@ from pathlib import Path
 
 import yaml
 
+from vit_finetune import ViTConfig
+
 REPO = Path(__file__).resolve().parent.parent
 CLASS_NAMES = ["T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle_boot"]
 SOURCE_CLASSES = CLASS_NAMES[:5]
 TARGET_CLASSES = CLASS_NAMES[5:]
-# Architecture fields of a config: the scratch run takes them from the pretraining config (a fine-tuning run
-# cannot change them: they come with the pretrained weights).
-sys.path.insert(0, str(REPO))
-from vit_finetune.train import ARCHITECTURE_FIELDS as ARCHITECTURE_KEYS  # noqa: E402
+# The model's fields: the scratch run takes those of the pretraining config (a fine-tuning run cannot change
+# them: they come with the pretrained weights).
+ARCHITECTURE_KEYS = frozenset(inspect.signature(ViTConfig.__init__).parameters) - {"self", "kwargs"}
 
 
 def parse_args() -> argparse.Namespace:

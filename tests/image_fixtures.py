@@ -38,11 +38,13 @@ def write_class_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog"), pe
     return paths
 
 
-def exif_rotated_jpeg(path: Path) -> None:
-    """A 60x20 (landscape) JPEG whose EXIF says "rotate 90 degrees clockwise to display" (orientation 6).
-    Displayed upright it is 20x60 (portrait); its stored left third is white, so upright the *top* third is white."""
-    array = np.zeros((20, 60, 3), dtype=np.uint8)
-    array[:, :20] = 255
+def exif_rotated_jpeg(path: Path, size: tuple[int, int] = (60, 20)) -> None:
+    """A JPEG (60x20, landscape, by default) whose EXIF says "rotate 90 degrees clockwise to display" (orientation
+    6). Displayed upright it is 20x60 (portrait); its stored left third is white, so upright the *top* third is
+    white."""
+    width, height = size
+    array = np.zeros((height, width, 3), dtype=np.uint8)
+    array[:, :width // 3] = 255
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.fromarray(array).save(path, "JPEG", exif=exif.tobytes(), quality=95)
@@ -57,29 +59,29 @@ def sixteen_bit_png(path: Path, level: int = 40000) -> None:
     Image.fromarray(np.full((30, 40), level, dtype=np.uint16)).save(path)
 
 
-def palette_with_transparency(path: Path, colour: tuple[int, int, int]) -> None:
+def palette_with_transparency(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> None:
     """A palette PNG: left half `colour`, right half transparent (palette index 1, black underneath)."""
-    image = Image.new("P", (40, 30), 0)
+    image = Image.new("P", size, 0)
     image.putpalette([*colour, 0, 0, 0] + [0, 0, 0] * 254)
-    image.paste(1, (20, 0, 40, 30))
+    image.paste(1, (size[0] // 2, 0, *size))
     image.save(path, transparency=1)
 
 
-def rgba_png(path: Path, colour: tuple[int, int, int]) -> None:
-    image = Image.new("RGBA", (40, 30), (*colour, 255))
-    image.paste((0, 0, 0, 0), (20, 0, 40, 30))
+def rgba_png(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> None:
+    image = Image.new("RGBA", size, (*colour, 255))
+    image.paste((0, 0, 0, 0), (size[0] // 2, 0, *size))
     image.save(path)
 
 
-def la_png(path: Path, level: int = 60) -> None:
-    image = Image.new("LA", (40, 30), (level, 255))
-    image.paste((0, 0), (20, 0, 40, 30))
+def la_png(path: Path, level: int = 60, size: tuple[int, int] = (40, 30)) -> None:
+    image = Image.new("LA", size, (level, 255))
+    image.paste((0, 0), (size[0] // 2, 0, *size))
     image.save(path)
 
 
-def one_bit_png(path: Path) -> None:
-    image = Image.new("1", (40, 30), 0)
-    image.paste(1, (0, 0, 20, 30))
+def one_bit_png(path: Path, size: tuple[int, int] = (40, 30)) -> None:
+    image = Image.new("1", size, 0)
+    image.paste(1, (0, 0, size[0] // 2, size[1]))
     image.save(path)
 
 
@@ -108,6 +110,37 @@ def add_bad_files(folder: Path) -> dict[str, str]:
         os.fspath(folder / "notes.jpg"): "not an image",
         os.fspath(folder / "empty.png"): "empty file",
     }
+
+
+def write_awkward_images(root: Path, side: int) -> dict[str, Path]:
+    """One side x side image of every awkward kind, each in a class folder of its own (root/<kind>/<kind>.<ext>),
+    so a prepared row's label says which file it came from. Returns {kind: path}."""
+    ramp = np.add.outer(np.arange(side), np.arange(side)) / (2 * side - 2)  # 0..1, top left to bottom right
+    colour = photo((200, 120, 40), size=(side, side), seed=7)
+    writers = {
+        "png_16bit.png": lambda path: Image.fromarray(np.rint(ramp * 65535).astype(np.uint16)).save(path),
+        # "I" (32-bit integer) TIFFs: 8-bit values in a wide container, and 16-bit values in one.
+        "int_8bit_values.tif": lambda path: Image.fromarray(np.rint(ramp * 255).astype(np.int32)).save(path),
+        "int_16bit_values.tif": lambda path: Image.fromarray(np.rint(ramp * 60000).astype(np.int32)).save(path),
+        "float_0_to_1.tif": lambda path: Image.fromarray(ramp.astype(np.float32)).save(path),
+        "float_0_to_200.tif": lambda path: Image.fromarray((ramp * 200).astype(np.float32)).save(path),
+        "cmyk.jpg": lambda path: colour.convert("CMYK").save(path, "JPEG", quality=95),
+        "palette_transparent.png": lambda path: palette_with_transparency(path, (30, 90, 200), size=(side, side)),
+        "rgba.png": lambda path: rgba_png(path, (0, 160, 60), size=(side, side)),
+        "exif_rotated.jpg": lambda path: exif_rotated_jpeg(path, size=(side, side)),
+        "grayscale.png": lambda path: colour.convert("L").save(path),
+        "la.png": lambda path: la_png(path, size=(side, side)),
+        "one_bit.png": lambda path: one_bit_png(path, size=(side, side)),
+        "animated.gif": lambda path: colour.save(
+            path, save_all=True, append_images=[photo((20, 20, 220), size=(side, side))], duration=100),
+    }
+    paths = {}
+    for filename, write in writers.items():
+        kind = filename.split(".")[0]
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        paths[kind] = root / kind / filename
+        write(paths[kind])
+    return paths
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

@@ -91,6 +91,27 @@ def test_new_labels_reinitialise_only_the_head(caplog):
         )
 
 
+def test_the_source_labels_keep_its_head_and_any_other_set_replaces_it(caplog):
+    """The head is the source's unless the labels asked for differ from its own, even in name only: then, as the
+    training code does, the model's reset_classifier gives a fresh one (no head at all for an empty label set)."""
+    torch.manual_seed(10)
+    labels = {0: "ant", 1: "bee", 2: "wasp"}
+    source = transformers.ViTForImageClassification(hf_config(*SHAPES[0], id2label=labels)).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = source(pixels).logits
+        same = from_transformers(source, id2label=dict(labels)).eval()
+        torch.testing.assert_close(same(pixels).logits, expected, atol=1e-4, rtol=1e-4)
+        with caplog.at_level(logging.WARNING):
+            renamed = from_transformers(source, id2label={0: "x", 1: "y", 2: "z"}).eval()
+        assert "head is newly initialised" in caplog.text
+        assert renamed.config.id2label == {0: "x", 1: "y", 2: "z"} and renamed.config.label2id["z"] == 2
+        assert not torch.allclose(renamed.classifier.weight, source.classifier.weight)
+        torch.testing.assert_close(renamed.vit(pixels).pooler_output, same.vit(pixels).pooler_output)
+        headless = from_transformers(source, num_labels=0)
+        assert isinstance(headless.classifier, torch.nn.Identity) and headless.classifier_keys() == set()
+
+
 def test_other_resolution_matches_transformers_interpolation():
     torch.manual_seed(4)
     source = transformers.ViTForImageClassification(hf_config(*SHAPES[0], num_labels=3)).eval()

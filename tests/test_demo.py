@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import ast
 import base64
+import importlib.metadata
 import io
+import re
 import shutil
 import struct
 import sys
@@ -19,10 +21,11 @@ import pytest
 import torch
 from PIL import Image
 
-from vit_finetune import demo
-from vit_finetune.demo import ImageInputError, load_image
+from vit_finetune.demo import SPACE_FILES, app, uploads
+from vit_finetune.demo.attention import attention_map, attention_rollout, display_copy, overlay_attention, patch_grid
+from vit_finetune.demo.classifier import Classifier, ModelLoadError, load_model
+from vit_finetune.demo.uploads import ImageInputError, load_image
 
-REPO = Path(__file__).resolve().parent.parent
 LABELS = ["cat", "dog", "bird"]
 
 
@@ -84,44 +87,75 @@ def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def classifier(model_folder: Path) -> demo.Classifier:
-    return demo.load_model(str(model_folder), device="cpu")
+def classifier(model_folder: Path) -> Classifier:
+    return load_model(str(model_folder), device="cpu")
 
 
 # ------------------------------------------------------------------------------------------------
-# The Space constraint: demo.py runs as app.py where our package is not installed
+# The Space constraint: the demo's files run flat beside app.py where our package is not installed
 # ------------------------------------------------------------------------------------------------
 
+SPACE_MODULES = {Path(name).stem: source for name, source in SPACE_FILES.items() if name.endswith(".py")}
+THIRD_PARTY = {"torch", "transformers", "gradio", "numpy", "PIL"}
 
-def test_demo_module_imports_only_what_a_space_has() -> None:
-    allowed = {"torch", "transformers", "gradio", "numpy", "PIL"} | set(sys.stdlib_module_names)
-    tree = ast.parse((REPO / "vit_finetune" / "demo.py").read_text())
-    imported = set()
-    for node in ast.walk(tree):
+
+def imports_of(source: Path) -> tuple[set[str], set[tuple[str, tuple[str, ...]]], set[tuple[Path, tuple[str, ...]]]]:
+    """(top-level modules imported absolutely, (module, names) of absolute from-imports, (file, names) of
+    relative from-imports, the file resolved inside our package)."""
+    modules, absolute, relative = set(), set(), set()
+    for node in ast.walk(ast.parse(source.read_text())):
         if isinstance(node, ast.Import):
-            imported |= {alias.name.split(".")[0] for alias in node.names}
+            modules |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "relative imports break when the file runs as a Space's app.py"
-            imported.add(node.module.split(".")[0])
-    assert imported - allowed == set(), f"demo.py imports {imported - allowed}, which a Space lacks"
+            names = tuple(sorted(alias.name for alias in node.names))
+            if node.level == 0:
+                modules.add(node.module.split(".")[0])
+                absolute.add((node.module, names))
+            else:
+                package = source.parents[node.level - 1]
+                relative.add((package.joinpath(*node.module.split(".")).with_suffix(".py"), names))
+    return modules, absolute, relative
 
 
-def test_space_requirements_file_matches_the_module() -> None:
-    lines = (REPO / "demo" / "requirements.txt").read_text().splitlines()
-    requirements = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    assert requirements == demo.SPACE_REQUIREMENTS
+def test_space_files_import_only_what_a_space_has() -> None:
+    assert set(SPACE_FILES) >= {"app.py", "decode.py", "requirements.txt"}
+    assert all(source.is_file() for source in SPACE_FILES.values())
+    allowed = THIRD_PARTY | set(sys.stdlib_module_names) | set(SPACE_MODULES)
+    flat_name = {source: stem for stem, source in SPACE_MODULES.items()}
+    for source in SPACE_MODULES.values():
+        modules, absolute, relative = imports_of(source)
+        assert modules - allowed == set(), f"{source.name} imports {modules - allowed}, which a Space lacks"
+        for target, names in relative:
+            # Inside the package a sibling is imported relatively; in the Space the same names come from the
+            # flat file of that name, so each relative import needs its absolute twin.
+            assert target in flat_name, f"{source.name} imports {target}, which is not uploaded to the Space"
+            assert (flat_name[target], names) in absolute, f"{source.name}: no flat-layout import of {names}"
+
+
+def test_space_requirements_cover_every_import() -> None:
+    lines = SPACE_FILES["requirements.txt"].read_text().splitlines()
+    requirements = {re.split(r"[<>=!~;\[ ]", line.strip())[0].lower()
+                    for line in lines if line.strip() and not line.startswith("#")}
+    distributions = importlib.metadata.packages_distributions()
+    imported = set().union(*(imports_of(source)[0] for source in SPACE_MODULES.values()))
+    third_party = imported - set(sys.stdlib_module_names) - set(SPACE_MODULES)
+    assert third_party == THIRD_PARTY
+    for module in third_party:
+        installed_as = {name.lower() for name in distributions[module]}
+        assert installed_as & requirements, f"{module} ({installed_as}) is not in the Space's requirements.txt"
+    assert "safetensors" in requirements  # not imported, but transformers needs it to read model.safetensors
 
 
 def test_model_id_comes_from_the_command_line_then_env_then_file(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MODEL_ID", raising=False)
     with pytest.raises(SystemExit, match="MODEL_ID"):
-        demo.resolve_model_id(None, tmp_path)
+        app.resolve_model_id(None, tmp_path)
     (tmp_path / "model_id.txt").write_text("someone/from-file\n")
-    assert demo.resolve_model_id(None, tmp_path) == "someone/from-file"
+    assert app.resolve_model_id(None, tmp_path) == "someone/from-file"
     monkeypatch.setenv("MODEL_ID", "someone/from-env")
-    assert demo.resolve_model_id(None, tmp_path) == "someone/from-env"
-    assert demo.resolve_model_id("outputs/local", tmp_path) == "outputs/local"
+    assert app.resolve_model_id(None, tmp_path) == "someone/from-env"
+    assert app.resolve_model_id("outputs/local", tmp_path) == "outputs/local"
 
 
 def test_cli_dispatches_to_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
@@ -196,27 +230,27 @@ def test_a_16_bit_image_is_scaled_not_clipped(tmp_path: Path) -> None:
 
 
 def test_requests_may_read_only_uploads_and_bounded_data_urls(tmp_path: Path) -> None:
-    uploads, elsewhere = tmp_path / "gradio", tmp_path / "private"
-    uploads.mkdir()
+    upload_folder, elsewhere = tmp_path / "gradio", tmp_path / "private"
+    upload_folder.mkdir()
     elsewhere.mkdir()
-    pattern_image(1).save(uploads / "cat.png")
+    pattern_image(1).save(upload_folder / "cat.png")
     pattern_image(2).save(elsewhere / "secret.png")
 
     def source(payload: object, limit: int = 10**6) -> str | bytes:
-        return demo.upload_source(payload, upload_folder=uploads, max_file_size=limit)
+        return uploads.upload_source(payload, upload_folder=upload_folder, max_file_size=limit)
 
-    assert source({"path": str(uploads / "cat.png")}) == str(uploads / "cat.png")
-    assert source(str(uploads / "cat.png")) == str(uploads / "cat.png")  # gr.File hands over paths
-    for outside in [elsewhere / "secret.png", elsewhere / "missing.png", uploads / ".." / "private" / "secret.png",
-                    f"{uploads}/\0.png"]:
+    assert source({"path": str(upload_folder / "cat.png")}) == str(upload_folder / "cat.png")
+    assert source(str(upload_folder / "cat.png")) == str(upload_folder / "cat.png")  # gr.File hands over paths
+    for outside in [elsewhere / "secret.png", elsewhere / "missing.png",
+                    upload_folder / ".." / "private" / "secret.png", f"{upload_folder}/\0.png"]:
         with pytest.raises(ImageInputError) as refused:
             source({"path": str(outside)})
-        assert str(refused.value) == demo.NOT_UPLOADED  # the same words whether the file exists or not
-    (uploads / "link.png").symlink_to(elsewhere / "secret.png")
+        assert str(refused.value) == uploads.NOT_UPLOADED  # the same words whether the file exists or not
+    (upload_folder / "link.png").symlink_to(elsewhere / "secret.png")
     with pytest.raises(ImageInputError, match="not uploaded"):
-        source({"path": str(uploads / "link.png")})
+        source({"path": str(upload_folder / "link.png")})
     with pytest.raises(ImageInputError, match="at most 0.00 MB"):
-        source({"path": str(uploads / "cat.png")}, limit=100)
+        source({"path": str(upload_folder / "cat.png")}, limit=100)
 
     png = io.BytesIO()
     pattern_image(3).save(png, format="PNG")
@@ -247,7 +281,7 @@ def test_rollout_follows_abnar_and_zuidema() -> None:
     first = torch.tensor([[0.5, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     second = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.5, 0.0, 0.5]])
     heads = torch.stack([first, second])  # two heads in one layer: averaged
-    (layer_result,) = demo.attention_rollout([heads[None]])
+    (layer_result,) = attention_rollout([heads[None]])
     mean = (first + second) / 2 + torch.eye(3)
     assert torch.allclose(layer_result, mean / mean.sum(-1, keepdim=True))
 
@@ -256,7 +290,7 @@ def test_rollout_follows_abnar_and_zuidema() -> None:
         return a / a.sum(-1, keepdim=True)
 
     # Two layers: the later layer multiplies from the left (order matters: these do not commute).
-    (rolled,) = demo.attention_rollout([first[None, None], second[None, None]])
+    (rolled,) = attention_rollout([first[None, None], second[None, None]])
     assert torch.allclose(rolled, residual(second) @ residual(first))
     assert not torch.allclose(rolled, residual(first) @ residual(second))
     assert torch.allclose(rolled.sum(-1), torch.ones(3))
@@ -274,30 +308,30 @@ def test_the_map_peaks_where_the_pooled_tokens_look(method: str, pooling: str) -
     attention[:, :, readers, target] = 1.0
     attention[:, :, others, decoy] = 1.0
     attention = attention / attention.sum(-1, keepdim=True)
-    heatmap = demo.attention_map([attention], (1, 2, 3), method=method, pooling=pooling)
+    heatmap = attention_map([attention], (1, 2, 3), method=method, pooling=pooling)
     assert heatmap.shape == (1, 2, 3)
     assert heatmap.min() == 0.0 and heatmap.max() == 1.0
     assert np.unravel_index(heatmap[0].argmax(), (2, 3)) == (1, 1)
 
 
 def test_patch_grid() -> None:
-    assert demo.patch_grid(17, 32, 32, 8) == (1, 4, 4)
-    assert demo.patch_grid(18, 32, 32, 8) == (2, 4, 4)  # DeiT: CLS + distillation token
-    assert demo.patch_grid(33, 32, 64, 8) == (1, 4, 8)
-    assert demo.patch_grid(50, 28, 28, None) == (1, 7, 7)  # no patch size: square grid
+    assert patch_grid(17, 32, 32, 8) == (1, 4, 4)
+    assert patch_grid(18, 32, 32, 8) == (2, 4, 4)  # DeiT: CLS + distillation token
+    assert patch_grid(33, 32, 64, 8) == (1, 4, 8)
+    assert patch_grid(50, 28, 28, None) == (1, 7, 7)  # no patch size: square grid
     with pytest.raises(ValueError, match="grid"):
-        demo.patch_grid(8, 28, 28, None)
+        patch_grid(8, 28, 28, None)
 
 
 def test_overlay_colours_the_attended_region() -> None:
     image = Image.new("RGB", (40, 20), (128, 128, 128))
     heatmap = np.array([[0.0, 1.0]])  # right half attended
-    overlay = demo.overlay_attention(image, heatmap)
+    overlay = overlay_attention(image, heatmap)
     assert overlay.size == image.size and overlay.mode == "RGB"
     left, right = overlay.getpixel((2, 10)), overlay.getpixel((37, 10))
     assert right[0] > left[0] and left[2] > right[2]  # red where attended, blue where not
-    assert demo.display_copy(Image.new("L", (28, 28))).size == (224, 224)  # small images enlarged
-    assert demo.display_copy(Image.new("RGB", (2000, 1000))).size == (512, 256)
+    assert display_copy(Image.new("L", (28, 28))).size == (224, 224)  # small images enlarged
+    assert display_copy(Image.new("RGB", (2000, 1000))).size == (512, 256)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -305,7 +339,7 @@ def test_overlay_colours_the_attended_region() -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def test_predictions_match_the_model(classifier: demo.Classifier) -> None:
+def test_predictions_match_the_model(classifier: Classifier) -> None:
     images = [pattern_image(10), pattern_image(11)]
     predictions = classifier.predict(images, top_k=3)
     pixel_values = classifier.processor(images=images, return_tensors="pt")["pixel_values"]
@@ -320,7 +354,7 @@ def test_predictions_match_the_model(classifier: demo.Classifier) -> None:
     assert len(classifier.predict(images[:1], top_k=2)[0].probabilities) == 2
 
 
-def test_the_attention_map_is_a_function_of_the_input(classifier: demo.Classifier) -> None:
+def test_the_attention_map_is_a_function_of_the_input(classifier: Classifier) -> None:
     first, second = pattern_image(20), pattern_image(21)
     map_a, map_b = (p.heatmap for p in classifier.predict([first, second]))
     (map_a_again,) = (p.heatmap for p in classifier.predict([first]))
@@ -333,7 +367,7 @@ def test_the_attention_map_is_a_function_of_the_input(classifier: demo.Classifie
 def test_grayscale_mean_pooled_conv_stem_model(tmp_path: Path) -> None:
     folder = make_model_folder(tmp_path / "gray", num_channels=1, pooling="mean", patch_embedding="conv",
                                image_size=28, patch_size=4)
-    classifier = demo.load_model(str(folder), device="cpu")
+    classifier = load_model(str(folder), device="cpu")
     assert (classifier.num_channels, classifier.pooling) == (1, "mean")
     image, _ = load_image(pattern_image(5), num_channels=1)
     (prediction,) = classifier.predict([image], top_k=3)
@@ -341,13 +375,13 @@ def test_grayscale_mean_pooled_conv_stem_model(tmp_path: Path) -> None:
     assert set(prediction.probabilities) == set(LABELS)
 
 
-def test_a_bfloat16_checkpoint_gets_bfloat16_inputs(classifier: demo.Classifier, model_folder: Path,
+def test_a_bfloat16_checkpoint_gets_bfloat16_inputs(classifier: Classifier, model_folder: Path,
                                                     tmp_path: Path) -> None:
     # transformers loads a checkpoint in its saved dtype; float32 pixels would not match bf16 weights.
     classifier.model.to(torch.bfloat16).save_pretrained(tmp_path)
     classifier.model.to(torch.float32)  # the module fixture is shared: put it back
     shutil.copy(model_folder / "preprocessor_config.json", tmp_path)
-    bf16 = demo.load_model(str(tmp_path), device="cpu")
+    bf16 = load_model(str(tmp_path), device="cpu")
     assert next(bf16.model.parameters()).dtype == torch.bfloat16
     (prediction,) = bf16.predict([pattern_image(7)])
     assert set(prediction.probabilities) == set(LABELS) and np.isfinite(prediction.heatmap).all()
@@ -360,7 +394,7 @@ def test_transformers_own_vit_works_too(tmp_path: Path) -> None:
                        intermediate_size=64, num_labels=2, id2label={0: "yes", 1: "no"}, label2id={"yes": 0, "no": 1})
     ViTForImageClassification(config).save_pretrained(tmp_path)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
-    classifier = demo.load_model(str(tmp_path), device="cpu")
+    classifier = load_model(str(tmp_path), device="cpu")
     (prediction,) = classifier.predict([pattern_image(6)])
     assert set(prediction.probabilities) == {"yes", "no"} and prediction.heatmap.shape == (4, 4)
 
@@ -400,15 +434,15 @@ def test_a_model_with_its_own_code_loads_only_with_trust_remote_code(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     marker = tmp_path / "imported.txt"
     folder = make_custom_code_folder(tmp_path / "custom-model", marker)
-    with pytest.raises(demo.ModelLoadError, match="model type 'custom_vit'.*pass --trust_remote_code"):
-        demo.load_model(str(folder), device="cpu")
+    with pytest.raises(ModelLoadError, match="model type 'custom_vit'.*pass --trust_remote_code"):
+        load_model(str(folder), device="cpu")
     capsys.readouterr()  # drop save_pretrained's progress bars
-    assert demo.main([str(folder), "--device", "cpu"]) == 2
+    assert app.main([str(folder), "--device", "cpu"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("vit-finetune demo: error: ") and error.count("\n") == 1  # not a traceback
     assert not marker.exists(), "the model's Python files were imported without --trust_remote_code"
 
-    classifier = demo.load_model(str(folder), device="cpu", trust_remote_code=True)  # the user trusts it
+    classifier = load_model(str(folder), device="cpu", trust_remote_code=True)  # the user trusts it
     assert marker.exists() and type(classifier.model).__name__ == "CustomForImageClassification"
     assert set(classifier.predict([pattern_image(1)])[0].probabilities) == {"yes", "no"}
 
@@ -418,23 +452,23 @@ def test_a_transformers_model_never_runs_code_shipped_with_it(tmp_path: Path) ->
 
     marker = tmp_path / "imported.txt"
     folder = make_custom_code_folder(tmp_path / "stock-model", marker, model_type="vit")
-    classifier = demo.load_model(str(folder), device="cpu")
+    classifier = load_model(str(folder), device="cpu")
     assert type(classifier.model) is ViTForImageClassification  # transformers' own class
     assert not marker.exists()
 
 
 def test_a_missing_model_folder_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "outputs" / "no-such-model"
-    assert demo.main([str(missing)]) == 2
+    assert app.main([str(missing)]) == 2
     assert capsys.readouterr().err == f"vit-finetune demo: error: no model folder '{missing}': it does not exist\n"
 
 
 def test_a_model_saved_without_its_image_processor_is_a_one_line_error(
-        classifier: demo.Classifier, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        classifier: Classifier, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # What the README's Python example writes: model.save_pretrained(folder) and nothing else.
     classifier.model.save_pretrained(tmp_path / "my-vit")
     capsys.readouterr()  # drop save_pretrained's progress bar
-    assert demo.main([str(tmp_path / "my-vit"), "--device", "cpu"]) == 2
+    assert app.main([str(tmp_path / "my-vit"), "--device", "cpu"]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"vit-finetune demo: error: the model folder '{tmp_path / 'my-vit'}' has no "
                             "preprocessor_config.json")
@@ -442,9 +476,9 @@ def test_a_model_saved_without_its_image_processor_is_a_one_line_error(
 
 
 def test_examples_come_from_the_model_folder(model_folder: Path, tmp_path: Path) -> None:
-    found = demo.find_examples(str(model_folder), LABELS, app_dir=tmp_path)
+    found = app.find_examples(str(model_folder), LABELS, app_dir=tmp_path)
     assert [Path(p).name for p in found] == ["bird.png", "cat.png", "dog.png"]
-    assert demo.find_examples(str(tmp_path), LABELS, app_dir=None) == []
+    assert app.find_examples(str(tmp_path), LABELS, app_dir=None) == []
     (tmp_path / "examples").mkdir()  # a Space keeps them next to app.py
     pattern_image(0).save(tmp_path / "examples" / "dog.png")
-    assert [Path(p).name for p in demo.find_examples(str(tmp_path / "none"), [], app_dir=tmp_path)] == ["dog.png"]
+    assert [Path(p).name for p in app.find_examples(str(tmp_path / "none"), [], app_dir=tmp_path)] == ["dog.png"]

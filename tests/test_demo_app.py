@@ -29,6 +29,8 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from test_demo import LABELS, make_model_folder, pattern_image, png_header_only, truncated_png
 
+from vit_finetune.demo import SPACE_FILES
+
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 MAX_FILE_SIZE = 1024 * 1024  # the app below is started with --max_file_size 1mb
@@ -86,8 +88,8 @@ def apps(model_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     """Two running demos, started together to save time (each takes seconds to import and load):
 
     - "checkout": as a user starts it from a checkout, `python demo/app.py MODEL --server_port ...`;
-    - "space": as a Hugging Face Space runs it: vit_finetune/demo.py alone, copied as app.py, the model id
-      in model_id.txt, `import vit_finetune` failing, and GRADIO_SERVER_NAME/PORT set by the launcher.
+    - "space": as a Hugging Face Space runs it: the files of SPACE_FILES (what push-space uploads) side by side,
+      the model id in model_id.txt, `import vit_finetune` failing, and GRADIO_SERVER_NAME/PORT set by the launcher.
     """
     folder = tmp_path_factory.mktemp("apps")
     checkout_port, space_port = free_port(), free_port()
@@ -97,7 +99,8 @@ def apps(model_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         cwd=REPO, env={}, log=folder / "checkout.log")
     space_dir = folder / "space"
     space_dir.mkdir()
-    shutil.copy(REPO / "vit_finetune" / "demo.py", space_dir / "app.py")
+    for name, source in SPACE_FILES.items():
+        shutil.copy(source, space_dir / name)
     (space_dir / "model_id.txt").write_text(f"{model_folder}\n")
     space_launcher = ("import runpy, sys; sys.modules['vit_finetune'] = None; sys.argv = ['app.py']; "
                       "runpy.run_path('app.py', run_name='__main__')")

@@ -11,7 +11,7 @@ import pytest
 from image_fixtures import add_bad_files, write_class_folder
 from training_fixtures import CLASSES
 
-from vit_finetune import evaluation
+from vit_finetune import evaluate, evaluation
 from vit_finetune.data import REPORT_FILENAME
 from vit_finetune.plots import confusion_matrix
 
@@ -20,7 +20,7 @@ def test_eval_on_an_image_folder_reproduces_the_training_test_metrics(
     model_and_data: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     model, data = model_and_data
-    assert evaluation.main([str(model), "--image_dir", str(data / "test"), "--output_dir", str(tmp_path)]) == 0
+    assert evaluate.main([str(model), "--image_dir", str(data / "test"), "--output_dir", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "eval_results.json").read_text())["images"]
     expected = json.loads((model / "metrics.json").read_text())["test"]
     assert results["samples"] == 9
@@ -35,7 +35,7 @@ def test_eval_on_a_split_of_the_data_arguments(model_and_data: tuple[Path, Path]
     model, data = model_and_data
     argv = ["--model_name_or_path", str(model), "--train_dir", str(data / "train"),
             "--validation_dir", str(data / "validation"), "--split", "validation", "--output_dir", str(tmp_path)]
-    assert evaluation.main(argv) == 0
+    assert evaluate.main(argv) == 0
     results = json.loads((tmp_path / "eval_results.json").read_text())["validation"]
     expected = json.loads((model / "metrics.json").read_text())["eval"]  # the exported (best) model's validation
     assert results["samples"] == 9
@@ -66,7 +66,7 @@ def test_unknown_class_is_named(model_and_data: tuple[Path, Path], tmp_path: Pat
     write_class_folder(tmp_path / "images", ("cat",), per_class=1)
     (tmp_path / "images" / "zebra").mkdir(parents=True)
     shutil.copy(tmp_path / "images" / "cat" / "0.png", tmp_path / "images" / "zebra" / "0.png")
-    assert evaluation.main([str(model), "--image_dir", str(tmp_path / "images"),
+    assert evaluate.main([str(model), "--image_dir", str(tmp_path / "images"),
                             "--output_dir", str(tmp_path / "out")]) == 2
     assert "zebra" in capsys.readouterr().err
 
@@ -81,7 +81,7 @@ def test_unreadable_images_are_skipped_and_named(model_and_data: tuple[Path, Pat
     bad = add_bad_files(images / "dog")
     (images / "cat" / "README.txt").write_text("not an image, and not named like one: ignored as training does\n")
     out = tmp_path / "out"
-    assert evaluation.main([str(model), "--image_dir", str(images), "--output_dir", str(out),
+    assert evaluate.main([str(model), "--image_dir", str(images), "--output_dir", str(out),
                             "--cache_dir", str(tmp_path / "cache")]) == 0
     captured = capsys.readouterr()
     results = json.loads((out / "eval_results.json").read_text())

@@ -15,14 +15,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hub_server import LocalHub, hub_client_env, hub_env, local_hub  # noqa: F401  (fixtures)
+from tiny_model import METRICS, trained_folder, trained_folder_template  # noqa: F401  (fixtures)
 
-sys.path.insert(0, str(Path(__file__).parent))  # the fixture modules below live next to this file
-
-from hub_server import LocalHub, hub_client_env, hub_env, local_hub  # noqa: E402,F401  (fixtures)
-from tiny_model import METRICS, trained_folder, trained_folder_template  # noqa: E402,F401  (fixtures)
-
-from vit_finetune import hub  # noqa: E402
-from vit_finetune.model_card import GENERATED_MARKER, write_model_card  # noqa: E402
+from vit_finetune import hub
+from vit_finetune.hub.model_card import GENERATED_MARKER, write_model_card
 
 REPO = "alice/tiny-vit"
 
@@ -268,24 +265,32 @@ def test_push_space_uploads_the_demo_pointing_at_the_model(hub_env: LocalHub, tr
     space = hub_env.repo("alice/tiny-vit-demo", "space")
     assert space.sdk == "gradio"
     files = hub_env.files("alice/tiny-vit-demo", "space")
-    assert files["app.py"] == hub.default_app_file().read_bytes()
-    assert b"import vit_finetune" not in files["app.py"]
+    from vit_finetune.demo import SPACE_FILES
+
+    assert set(files) - {".gitattributes"} == {*SPACE_FILES, "model_id.txt", "README.md"}
+    for name, source in SPACE_FILES.items():
+        assert files[name] == source.read_bytes(), name
     assert files["model_id.txt"].decode().strip() == REPO
     assert space.variables["MODEL_ID"]["value"] == REPO
     requirements = files["requirements.txt"].decode().split()
     assert any(r.startswith("torch") for r in requirements) and any(r.startswith("transformers") for r in
                                                                     requirements)
-    # Every third-party module the app imports is installed on the Space (gradio comes with the SDK image).
+    # Every third-party module the demo's files import is installed on the Space (gradio comes with the SDK
+    # image); the others are the uploaded siblings.
     import ast
 
-    tree = ast.parse(files["app.py"])
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+    imported = set()
+    for name in (n for n in files if n.endswith(".py")):
+        tree = ast.parse(files[name])
+        imported |= {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                     for alias in node.names}
+        imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and node.module and not node.level}
     distributions = {re.split(r"[<>=!~;\[ ]", line)[0].lower() for line in requirements}
     provided = {"gradio"} | {{"pillow": "PIL"}.get(name, name) for name in distributions}
-    assert imported - set(sys.stdlib_module_names) - {"__future__"} <= provided
+    siblings = {Path(name).stem for name in files if name.endswith(".py")}
+    assert "vit_finetune" not in imported
+    assert imported - set(sys.stdlib_module_names) - {"__future__"} - siblings <= provided
     card = SpaceCard(files["README.md"].decode()).data
     assert (card.sdk, card.app_file, card.models) == ("gradio", "app.py", [REPO])
 
@@ -308,5 +313,5 @@ def test_push_space_refuses_an_app_that_needs_our_package(hub_env: LocalHub, tmp
     app.write_text("import gradio as gr\nfrom vit_finetune.demo import main\n")
     code = hub.push_space_main(["--model_id", REPO, "--space_id", "alice/x-demo", "--app_file", str(app)])
     assert code == 1
-    assert_one_line_error(capsys.readouterr().err, "imports vit_finetune", "self-contained")
+    assert_one_line_error(capsys.readouterr().err, "imports vit_finetune", "a Space does not have")
     assert hub_env.requests == []

@@ -1,19 +1,17 @@
-"""The model card written into every output folder (vit_finetune.model_card)."""
+"""The model card written into every output folder (vit_finetune.hub.model_card)."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
 
-sys.path.insert(0, str(Path(__file__).parent))  # the fixture module below lives next to this file
 
-from tiny_model import METRICS, TRAINING_ARGS, trained_folder, trained_folder_template  # noqa: E402,F401
+from tiny_model import METRICS, TRAINING_ARGS, trained_folder, trained_folder_template  # noqa: F401
 
-from vit_finetune.model_card import (  # noqa: E402
+from vit_finetune.hub.model_card import (
     GENERATED_MARKER, count_parameters, is_generated_card, write_model_card,
 )
 

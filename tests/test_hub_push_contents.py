@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
+from hub_server import LocalHub, hub_env, local_hub  # noqa: F401  (fixtures)
+from tiny_model import METRICS, TRAINING_ARGS, trained_folder, trained_folder_template  # noqa: F401
 
-sys.path.insert(0, str(Path(__file__).parent))  # the fixture modules below live next to this file
-
-from hub_server import LocalHub, hub_env, local_hub  # noqa: E402,F401  (fixtures)
-from tiny_model import METRICS, TRAINING_ARGS, trained_folder, trained_folder_template  # noqa: E402,F401
-
-from vit_finetune import hub  # noqa: E402
+from vit_finetune import hub
 
 REPO = "alice/tiny-vit"
 SECRET = b"TOP-SECRET: the contents of a file outside the model folder"

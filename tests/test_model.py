@@ -14,6 +14,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
 import vit_finetune
+import vit_finetune.modeling_vit as modeling
 from vit_finetune import ViTConfig, ViTForImageClassification, ViTModel
 from vit_finetune.modeling_vit import sincos_position_table
 
@@ -62,6 +63,56 @@ def test_every_variant_runs_and_sdpa_matches_eager(position_embedding, pooling, 
     assert len(eager.attentions) == 2
     assert eager.attentions[0].shape == (4, 2, 17, 17)
     torch.testing.assert_close(eager.attentions[0].sum(-1), torch.ones(4, 2, 17))
+
+
+def kernels_run(monkeypatch, model, pixels: torch.Tensor, *, bf16: bool, **kwargs) -> dict[str, int]:
+    """How many times each attention kernel ran in one training forward: "sdpa" (torch's SDPA), "vit_cpu_fast"'s
+    bmm + softmax with its own backward, "eager" (the plain kernel)."""
+    calls = {"sdpa": 0, "vit_cpu_fast": 0, "eager": 0}
+
+    def spy(name, function):
+        def counted(*args, **kw):
+            calls[name] += 1
+            return function(*args, **kw)
+        return counted
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                      spy("sdpa", torch.nn.functional.scaled_dot_product_attention))
+        patch.setattr(modeling.EagerAttention, "apply", spy("vit_cpu_fast", modeling.EagerAttention.apply))
+        patch.setattr(modeling, "eager_attention_forward", spy("eager", modeling.eager_attention_forward))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            model.train()(pixels, **kwargs)
+    return calls
+
+
+def test_attention_implementation_picks_the_kernel_that_runs(monkeypatch, tmp_path):
+    """`attn_implementation` and `set_attn_implementation` choose the kernel every block runs: "sdpa" is SDPA and
+    "eager" the plain kernel in every dtype; asked for nothing, the model takes "vit_cpu_fast" (bf16 on the CPU:
+    bmm + softmax with its own backward; float32: SDPA)."""
+    torch.manual_seed(0)
+    model = ViTModel(tiny())  # the backbone: every block runs full attention
+    pixels, layers = torch.randn(2, 3, 32, 32), TINY["num_hidden_layers"]
+    assert model.config._attn_implementation == "vit_cpu_fast"
+    assert kernels_run(monkeypatch, model, pixels, bf16=True) == {"sdpa": 0, "vit_cpu_fast": layers, "eager": 0}
+    assert kernels_run(monkeypatch, model, pixels, bf16=False) == {"sdpa": layers, "vit_cpu_fast": 0, "eager": 0}
+    model.set_attn_implementation("sdpa")
+    assert kernels_run(monkeypatch, model, pixels, bf16=True) == {"sdpa": layers, "vit_cpu_fast": 0, "eager": 0}
+    model.set_attn_implementation("eager")
+    assert kernels_run(monkeypatch, model, pixels, bf16=True) == {"sdpa": 0, "vit_cpu_fast": 0, "eager": layers}
+    model.set_attn_implementation("vit_cpu_fast")
+    # Attention maps need the probabilities: the plain kernel runs for that call whatever the choice.
+    assert kernels_run(monkeypatch, model, pixels, bf16=True, output_attentions=True) == {
+        "sdpa": 0, "vit_cpu_fast": 0, "eager": layers}
+    with pytest.raises(ValueError, match="flash_attention_9"):
+        model.set_attn_implementation("flash_attention_9")
+
+    # Loading: the name asked for, else the default (the choice is not saved in config.json).
+    model.save_pretrained(tmp_path)
+    assert "attn_implementation" not in json.loads((tmp_path / "config.json").read_text())
+    assert ViTModel.from_pretrained(tmp_path).config._attn_implementation == "vit_cpu_fast"
+    loaded = AutoModel.from_pretrained(tmp_path, attn_implementation="sdpa")
+    assert kernels_run(monkeypatch, loaded, pixels, bf16=True) == {"sdpa": layers, "vit_cpu_fast": 0, "eager": 0}
 
 
 def test_conv_stem_depth_adds_resolution_keeping_convolutions():

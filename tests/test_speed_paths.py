@@ -1,5 +1,5 @@
 """Every fast path of the model computes what the plain path computes (values and gradients), in float32 and
-bfloat16. Speed itself is measured by scripts/benchmark_models.py, not tested here."""
+bfloat16. Speed itself is measured by benchmarks/models.py, not tested here."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from training_fixtures import run_python
 
 import vit_finetune.modeling_vit as modeling
 from vit_finetune import ViTConfig, ViTForImageClassification
@@ -46,11 +47,14 @@ def test_eager_attention_matches_autograd(dtype, tol):
 def test_attention_choice():
     cpu = torch.device("cpu")
     assert use_eager_attention("eager", torch.float32, cpu, 50)
-    assert not use_eager_attention("sdpa", torch.float32, cpu, 50)  # float32: SDPA
-    assert use_eager_attention("sdpa", torch.bfloat16, cpu, 197)  # bfloat16: eager
-    assert use_eager_attention("sdpa", torch.bfloat16, cpu, 577)
-    assert not use_eager_attention("sdpa", torch.bfloat16, cpu, 1025)
-    assert not use_eager_attention("sdpa", torch.bfloat16, torch.device("meta"), 50)
+    # The default, "vit_cpu_fast": SDPA in float32, eager in bfloat16 up to EAGER_ATTENTION_MAX_TOKENS, on the CPU.
+    assert not use_eager_attention("vit_cpu_fast", torch.float32, cpu, 50)
+    assert use_eager_attention("vit_cpu_fast", torch.bfloat16, cpu, 197)
+    assert use_eager_attention("vit_cpu_fast", torch.bfloat16, cpu, 577)
+    assert not use_eager_attention("vit_cpu_fast", torch.bfloat16, cpu, 1025)
+    assert not use_eager_attention("vit_cpu_fast", torch.bfloat16, torch.device("meta"), 50)
+    # Asked for by name, "sdpa" is SDPA whatever the dtype.
+    assert not use_eager_attention("sdpa", torch.bfloat16, cpu, 197)
     assert not use_eager_attention("flash_attention_2", torch.bfloat16, cpu, 50)
 
 
@@ -146,8 +150,9 @@ def test_attention_dropout_in_training_uses_the_plain_path_and_is_random():
 
 
 def load_benchmark_models():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_models.py"
-    spec = importlib.util.spec_from_file_location("benchmark_models", path)
+    # By path: benchmarks/ is not installed, and plain `pytest` does not put the repository root on sys.path.
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "models.py"
+    spec = importlib.util.spec_from_file_location("benchmarks.models", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
@@ -231,3 +236,10 @@ def test_benchmark_report_bounds_the_speed_up_by_our_matrix_products(tmp_path):
     assert matmul_bound > kernels_bound > 0
     split_rows = [row for row in rows if "| ours-plain |" in row]
     assert len(split_rows) == 1 and f"| {ours['matmul']:.1f} |" in split_rows[0]
+
+
+def test_benchmarks_run_as_modules_from_the_repository_root():
+    """`python -m benchmarks.pipeline` finds benchmarks/models.py through the package, with no sys.path edits."""
+    result = run_python(["-m", "benchmarks.pipeline", "--help"], timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--models_shapes" in result.stdout  # the model benchmark's options, added by the pipeline

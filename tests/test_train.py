@@ -10,15 +10,11 @@ import pytest
 import torch
 from training_fixtures import CLASSES, TINY_MODEL, load_weights, tiny_args, write_dataset
 
-from vit_finetune import train as train_module
-from vit_finetune.train import (
-    EpochSampler,
-    ModelArguments,
-    TrainingArguments,
-    build_optimizer,
-    main,
-    parse_train_arguments,
-)
+from vit_finetune.train import main
+from vit_finetune.training import loop
+from vit_finetune.training.arguments import ModelArguments, TrainingArguments, parse_train_arguments
+from vit_finetune.training.optim import build_optimizer
+from vit_finetune.training.sampling import EpochSampler
 
 CONTRACT_FILES = [
     "config.json", "model.safetensors", "configuration_vit.py", "modeling_vit.py", "preprocessor_config.json",
@@ -258,14 +254,14 @@ def test_gradient_accumulation_matches_the_large_batch(data: Path, tmp_path: Pat
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    real_loss, calls = train_module.compute_loss, []
+    real_loss, calls = loop.classification_loss, []
 
-    def loss_turning_nan(logits, targets, label_smoothing):
+    def loss_turning_nan(logits, targets, problem_type, **options):
         calls.append(1)
-        loss = real_loss(logits, targets, label_smoothing)
+        loss = real_loss(logits, targets, problem_type, **options)
         return loss * float("nan") if len(calls) >= 5 else loss
 
-    monkeypatch.setattr(train_module, "compute_loss", loss_turning_nan)
+    monkeypatch.setattr(loop, "classification_loss", loss_turning_nan)
     output = tmp_path / "nan"
     # The NaN appears at step 5; the loss is read only at step 6 (a checkpoint step), which must not be saved.
     assert main(tiny_args(data, output, checkpointing_steps=2, logging_steps=100, eval_strategy="no")) == 1
@@ -292,6 +288,76 @@ def test_model_arguments_know_what_a_pretrained_model_may_change() -> None:
     ModelArguments(model_name_or_path="x", image_size=384, drop_path_rate=0.1)
     with pytest.raises(ValueError, match="patch_size"):
         ModelArguments(model_name_or_path="x", patch_size=8)
+    with pytest.raises(ValueError, match="layer_norm_eps"):
+        ModelArguments(model_name_or_path="x", layer_norm_eps=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Model options come from ViTConfig alone
+
+
+class DocumentedConfig:
+    """A config whose parameters are all documented.
+
+    Args:
+        size: side of the image,
+            in pixels.
+        depth: number of blocks.
+    """
+
+    pretrained_overridable = ("size",)
+
+    def __init__(self, size: int = 8, depth: int = 2, **kwargs):
+        pass
+
+
+class UndocumentedConfig(DocumentedConfig):
+    """Args:
+        size: side of the image.
+    """
+
+    def __init__(self, size: int = 8, depth: int = 2, width: float | None = None, **kwargs):
+        pass
+
+
+def test_model_options_are_the_config_parameters_with_their_docstring_help() -> None:
+    from vit_finetune.training.arguments import architecture_options
+
+    options = {name: (hint, option) for name, hint, option in architecture_options(DocumentedConfig)}
+    assert list(options) == ["size", "depth"]
+    assert options["size"][0] == int | None and options["size"][1].default is None
+    assert options["size"][1].metadata["help"].startswith("side of the image, in pixels. Unset: 8 from scratch")
+    assert "From scratch only" in options["depth"][1].metadata["help"]
+    with pytest.raises(TypeError, match="does not document depth, width"):
+        architecture_options(UndocumentedConfig)
+
+
+def test_help_lists_every_vit_config_parameter_with_help(capsys: pytest.CaptureFixture) -> None:
+    import inspect
+
+    from vit_finetune import ViTConfig
+
+    names = [p for p in inspect.signature(ViTConfig.__init__).parameters if p not in ("self", "kwargs")]
+    assert ModelArguments.architecture_fields() == tuple(names)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for name in names:
+        entry = text.split(f"\n  --{name} ", 1)[1].split("\n  --", 1)[0]
+        assert "Unset:" in entry, f"--{name} has no help text"
+    assert "stochastic depth; block `i` of `n` drops its residual branch" in " ".join(text.split())
+
+
+def test_a_config_parameter_reaches_the_model(tmp_path: Path) -> None:
+    from vit_finetune.training.model import load_model
+
+    argv = ["--output_dir", str(tmp_path), "--layer_norm_eps", "1e-6", "--layerscale_init", "0.1",
+            *[f"--{k}={v}" for k, v in TINY_MODEL.items()]]
+    model_args, _, _ = parse_train_arguments(argv)
+    model, _, _ = load_model(model_args)
+    assert model.config.layer_norm_eps == 1e-6 and model.config.layerscale_init == 0.1
+    assert model.config.hidden_size == TINY_MODEL["hidden_size"] and model.config.qkv_bias is True  # unset: default
 
 
 def test_finetune_a_transformers_vit_folder_keeps_its_normalisation(data: Path, tmp_path: Path) -> None:
@@ -336,9 +402,9 @@ def test_every_shipped_recipe_parses_and_describes_a_valid_model(recipe: str, tm
     import yaml
 
     from vit_finetune import ViTConfig
-    from vit_finetune.train import ARCHITECTURE_FIELDS
 
     path = Path(__file__).parent.parent / "configs" / recipe
     parse_train_arguments(["--config", str(path), "--output_dir", str(tmp_path / "out")])
-    architecture = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k in ARCHITECTURE_FIELDS}
+    fields = ModelArguments.architecture_fields()
+    architecture = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k in fields}
     ViTConfig(**architecture)  # raises ValueError naming the field

@@ -16,7 +16,7 @@ import pytest
 import torch
 from training_fixtures import CLASSES, load_weights, tiny_args, write_dataset
 
-from vit_finetune import checkpointing
+from vit_finetune.training import checkpointing
 from vit_finetune.train import main
 
 # One epoch of the tiny run is 6 optimizer steps (24 images, batches of 4).

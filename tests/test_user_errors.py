@@ -14,7 +14,7 @@ from image_fixtures import write_class_folder
 from tiny_model import save_tiny_model
 from training_fixtures import REPO
 
-from vit_finetune import convert, evaluation, predict
+from vit_finetune import convert, evaluate, predict
 from vit_finetune import train as train_module
 
 HUB_ID = "google/vit-base-patch16-224-in21k"
@@ -28,7 +28,7 @@ def run_command(command: str, model: str, tmp_path: Path, *extra: str) -> int:
     if command == "convert":
         return convert.main([model, str(tmp_path / "converted"), *extra])
     if command == "eval":
-        return evaluation.main([model, "--image_dir", str(images), "--output_dir", str(tmp_path / "eval"), *extra])
+        return evaluate.main([model, "--image_dir", str(images), "--output_dir", str(tmp_path / "eval"), *extra])
     if command == "predict":
         return predict.main([model, str(images), *extra])
     return train_module.main(["--model_name_or_path", model, "--train_dir", str(images),

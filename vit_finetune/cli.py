@@ -12,7 +12,7 @@ import sys
 # name -> (module, function, one-line help). Each function takes the remaining argv list.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("vit_finetune.train", "main", "fine-tune or train a ViT from a YAML config and/or flags"),
-    "eval": ("vit_finetune.evaluation", "main", "evaluate a model folder on a dataset"),
+    "eval": ("vit_finetune.evaluate", "main", "evaluate a model folder on a dataset"),
     "predict": ("vit_finetune.predict", "main", "top-k labels for images, folders or globs"),
     "convert": ("vit_finetune.convert", "main", "import a transformers or timm ViT into a vit-finetune folder"),
     "push": ("vit_finetune.hub", "push_main", "upload a trained model folder to the Hugging Face Hub"),

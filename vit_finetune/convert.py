@@ -50,14 +50,33 @@ _TRANSFORMERS_LAYER_NAMES = {
 _TRANSFORMERS_LAYER = re.compile(r"^(?:vit\.)?(?:encoder\.layer|layers)\.(\d+)\.(.+)\.(weight|bias)$")
 
 
+LABEL_FIELDS = ("id2label", "label2id", "num_labels")
+
+
 def merge_overrides(fields: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Config fields with the user's overrides on top; a new label set replaces the old one entirely."""
     merged = dict(fields)
-    if {"id2label", "label2id", "num_labels"} & set(overrides):
-        for key in ("id2label", "label2id", "num_labels"):
+    if set(LABEL_FIELDS) & set(overrides):
+        for key in LABEL_FIELDS:
             merged.pop(key, None)
     merged.update(overrides)
     return merged
+
+
+def split_labels(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[int, str] | None]:
+    """(the overrides without the label fields, the label set they ask for or None). A label set is not a config
+    field to build the model with: the source's weights are loaded with their own head, then `build_model` gives
+    the model a new one."""
+    rest = {key: value for key, value in overrides.items() if key not in LABEL_FIELDS}
+    if "id2label" in overrides:
+        labels = overrides["id2label"]
+    elif "label2id" in overrides:
+        labels = {index: name for name, index in overrides["label2id"].items()}
+    elif "num_labels" in overrides:
+        labels = {i: f"LABEL_{i}" for i in range(overrides["num_labels"])}
+    else:
+        return rest, None
+    return rest, {int(i): str(name) for i, name in labels.items()}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -229,10 +248,13 @@ def state_dict_from_timm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch
 
 
 def build_model(
-    config: ViTConfig, state_dict: dict[str, torch.Tensor], *, source: str = "source"
+    config: ViTConfig, state_dict: dict[str, torch.Tensor], *, source: str = "source",
+    id2label: dict[int, str] | None = None,
 ) -> ViTForImageClassification:
-    """Our model with `state_dict` loaded; a head that does not fit the config's labels is left freshly initialised.
+    """Our model from `config` (the weights' own, labels included) and `state_dict` (in our names), loaded whole.
 
+    The head is then replaced by a freshly initialised one (the model's `reset_classifier`) for `id2label` when
+    that is another label set than the weights', or for the config's labels when the weights have no head.
     The learned position table is resized when `config.image_size` differs from the checkpoint's.
     """
     model = ViTForImageClassification(config)
@@ -243,41 +265,48 @@ def build_model(
         if state_dict[key].shape != model.vit.embeddings.position_embeddings.shape:
             logger.info("resizing position embeddings of %s to a %dx%d patch grid", source, *grid)
             state_dict[key] = resize_position_table(state_dict[key], grid)
-    head_fits = (
-        "classifier.weight" in state_dict
-        and isinstance(model.classifier, torch.nn.Linear)
-        and state_dict["classifier.weight"].shape == model.classifier.weight.shape
-    )
-    if not head_fits:
-        state_dict.pop("classifier.weight", None)
-        state_dict.pop("classifier.bias", None)
-        if config.num_labels > 0:
+    try:
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as error:  # shapes that differ: say it as for names that do
+        raise ValueError(f"weights of {source} do not fit the model: {error}") from error
+    head = model.classifier_keys()
+    without_head = sorted(set(missing) - head)
+    if without_head or unexpected:
+        raise ValueError(f"weights of {source} do not fit the model: missing {without_head}, unexpected {unexpected}")
+    has_head = bool(head) and not head & set(missing)
+    labels = {int(i): str(name) for i, name in model.config.id2label.items()}
+    if id2label is None and head and not has_head:
+        id2label = labels
+    if id2label is not None and (id2label != labels or not has_head):
+        if id2label:
             logger.warning(
                 "%s has no classification head for %d labels: the head is newly initialised and must be trained",
-                source, config.num_labels,
+                source, len(id2label),
             )
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    missing = [k for k in missing if not k.startswith("classifier.")]
-    if missing or unexpected:
-        raise ValueError(f"weights of {source} do not fit the model: missing {missing}, unexpected {unexpected}")
+        model.reset_classifier(id2label)
     return model
 
 
 def from_transformers(model: torch.nn.Module, **overrides: Any) -> ViTForImageClassification:
     """Our model from an in-memory transformers `ViTModel` or `ViTForImageClassification`."""
+    overrides, id2label = split_labels(overrides)
     config = config_from_transformers(model.config, **overrides)
-    return build_model(config, state_dict_from_transformers(model.state_dict()), source=type(model).__name__)
+    return build_model(config, state_dict_from_transformers(model.state_dict()), source=type(model).__name__,
+                       id2label=id2label)
 
 
 def from_timm(
     model_or_state_dict: torch.nn.Module | dict[str, torch.Tensor], **overrides: Any
 ) -> ViTForImageClassification:
     """Our model from a timm `VisionTransformer`, or from its state dict (see `config_from_timm_state_dict`)."""
+    overrides, id2label = split_labels(overrides)
     if isinstance(model_or_state_dict, dict):
         config = config_from_timm_state_dict(model_or_state_dict, **overrides)
-        return build_model(config, state_dict_from_timm(model_or_state_dict), source="timm state dict")
+        return build_model(config, state_dict_from_timm(model_or_state_dict), source="timm state dict",
+                           id2label=id2label)
     config = config_from_timm(model_or_state_dict, **overrides)
-    return build_model(config, state_dict_from_timm(model_or_state_dict.state_dict()), source="timm model")
+    return build_model(config, state_dict_from_timm(model_or_state_dict.state_dict()), source="timm model",
+                       id2label=id2label)
 
 
 def _read_safetensors_checkpoint(folder: Path) -> dict[str, torch.Tensor]:
@@ -455,8 +484,10 @@ def _load_named_vit(name: str, revision: str | None, config_overrides: dict[str,
     if model_type == ViTConfig.model_type:
         model = ViTForImageClassification.from_pretrained(folder)
         return _with_overrides(model, config_overrides, source=name)
-    config = config_from_transformers(raw_config, **config_overrides)
-    return build_model(config, state_dict_from_transformers(_read_safetensors_checkpoint(folder)), source=name)
+    overrides, id2label = split_labels(config_overrides)
+    config = config_from_transformers(raw_config, **overrides)
+    return build_model(config, state_dict_from_transformers(_read_safetensors_checkpoint(folder)), source=name,
+                       id2label=id2label)
 
 
 def _with_overrides(
@@ -465,10 +496,12 @@ def _with_overrides(
     """Applies config overrides to one of our models by rebuilding it around its own weights."""
     if not overrides:
         return model
+    overrides, id2label = split_labels(overrides)
     fields = model.config.to_dict()
     for key in ("auto_map", "architectures", "transformers_version", "model_type"):
         fields.pop(key, None)
-    return build_model(ViTConfig(**merge_overrides(fields, overrides)), model.state_dict(), source=source)
+    return build_model(ViTConfig(**merge_overrides(fields, overrides)), model.state_dict(), source=source,
+                       id2label=id2label)
 
 
 # ----------------------------------------------------------------------------------------------------------

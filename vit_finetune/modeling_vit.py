@@ -13,11 +13,13 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import AttentionInterface, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_vit import ViTConfig
 
@@ -106,13 +108,19 @@ def sincos_position_table(grid_height: int, grid_width: int, dim: int) -> torch.
     return torch.cat([torch.zeros(1, dim, dtype=torch.float64), table]).float()
 
 
+def is_symbolic(*sizes: int) -> bool:
+    """True for sizes that torch.export or torch.compile trace symbolically (dynamic shapes): comparing one with a
+    number would pin it to that number, and a Python-level cache keyed on it would outlive the trace."""
+    return any(isinstance(size, torch.SymInt) for size in sizes)
+
+
 def resize_position_table(table: torch.Tensor, new_grid: tuple[int, int]) -> torch.Tensor:
     """Bicubically resizes a learned (1, 1 + h*w, D) table to another patch grid; CLS row kept as is."""
     cls_row, patch_rows = table[:, :1], table[:, 1:]
     old_side = int(math.sqrt(patch_rows.shape[1]))
     if old_side * old_side != patch_rows.shape[1]:
         raise ValueError(f"cannot resize a position table of {patch_rows.shape[1]} patches (not a square grid)")
-    if (old_side, old_side) == tuple(new_grid):
+    if not is_symbolic(*new_grid) and (old_side, old_side) == tuple(new_grid):
         return table
     grid = patch_rows.reshape(1, old_side, old_side, -1).permute(0, 3, 1, 2)
     grid = F.interpolate(grid.float(), size=new_grid, mode="bicubic", align_corners=False).to(table.dtype)
@@ -134,16 +142,22 @@ class ViTEmbeddings(nn.Module):
         else:
             # Fixed table: computed, not a parameter, so it is neither trained nor saved.
             self.position_embeddings = None
+        # Sine-cosine tables by (grid, device, dtype), computed once each.
         self._sincos_cache: dict[tuple, torch.Tensor] = {}
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def position_table(self, grid: tuple[int, int], interpolate: bool, like: torch.Tensor) -> torch.Tensor:
         if self.position_embeddings is None:
+            if torch.compiler.is_compiling() or is_symbolic(*grid):
+                # Traced: the grid may be symbolic, and a tensor made while tracing must not be kept after it.
+                return sincos_position_table(*grid, self.config.hidden_size).unsqueeze(0).to(like.device, like.dtype)
             key = (grid, like.device, like.dtype)
             if key not in self._sincos_cache:
                 table = sincos_position_table(*grid, self.config.hidden_size)
                 self._sincos_cache[key] = table.unsqueeze(0).to(device=like.device, dtype=like.dtype)
             return self._sincos_cache[key]
+        if interpolate and is_symbolic(*grid):
+            return resize_position_table(self.position_embeddings, grid)
         if grid == self.grid:
             return self.position_embeddings
         if not interpolate:
@@ -168,23 +182,62 @@ class ViTEmbeddings(nn.Module):
 # The encoder: pre-norm blocks of self-attention and MLP, each wrapped in a residual connection
 
 
-# Which attention kernel is faster on a 2-core AVX-512 CPU (torch 2.14). In bfloat16 the eager bmm + softmax path
-# (with EagerAttention's backward when training) beats PyTorch's SDPA by 1.6-1.7x in inference and 2.0-6.0x in
-# training, attention alone (`python scripts/benchmark_models.py --attention`, best of 9, heads of 64, 50 / 197 /
-# 577 tokens; SDPA's CPU backward is slow in bf16). In float32 SDPA wins: inference by 1.1x, and whole training
-# steps by 4-10% (ViT-Ti/S, interleaved with their SDPA twins): eager attention alone is faster there, but the
-# probabilities it keeps for backward are large fresh buffers, which cost page faults. Beyond the measured lengths
-# SDPA, whose memory stays linear, is kept.
+# Attention kernels. `config._attn_implementation` names the one every block uses, through transformers' attention
+# interface (so `from_pretrained(..., attn_implementation=...)` and `model.set_attn_implementation(...)` switch it):
+#
+#   "vit_cpu_fast"  the default when nothing is asked: explicit bmm + softmax where that beats SDPA (half precision on
+#                   the CPU, up to EAGER_ATTENTION_MAX_TOKENS tokens), with EagerAttention's backward when training;
+#                   SDPA everywhere else (float32, GPUs, longer sequences). Returns no probabilities.
+#   "sdpa"          torch's scaled_dot_product_attention, always (transformers' own kernel).
+#   "eager"         plain matmul + softmax; returns the probabilities. `output_attentions=True` runs it whatever the
+#                   choice, since the other kernels never materialise the probabilities.
+#   anything else registered with transformers (flex_attention, flash_attention_*, Hub kernels).
+#
+# Each has transformers' signature: (module, query, key, value, attention_mask, scaling, dropout, **kwargs) with
+# query, key and value of (B, heads, T, head_dim); each returns (context (B, T, heads, head_dim), probabilities or
+# None). The CLS-only last block of a CLS-pooled classifier (`ViTAttention.attend_from_cls`) is not a kernel call:
+# its single query row is two small matmuls whatever the choice.
+CPU_FAST_ATTENTION = "vit_cpu_fast"
+
+# Why "vit_cpu_fast" splits as it does (measured on a 2-core AVX-512 CPU, torch 2.14, with
+# `python -m benchmarks.models --attention`; the figures are in docs/performance.md): in half precision explicit
+# bmm + softmax, with EagerAttention's backward when training, beats SDPA, whose CPU backward is slow there. In
+# float32 SDPA wins whole steps: eager attention alone is faster, but the probabilities it keeps for backward are
+# large fresh buffers, which cost page faults. Beyond the measured lengths SDPA, whose memory stays linear, is kept.
 EAGER_ATTENTION_MAX_TOKENS = 640
 
 
 def use_eager_attention(implementation: str, dtype: torch.dtype, device: torch.device, tokens: int) -> bool:
-    """True when attention should run as explicit bmm + softmax rather than `scaled_dot_product_attention`."""
+    """True when attention implementation `implementation` runs explicit bmm + softmax on these inputs rather than
+    `scaled_dot_product_attention`: always for "eager", where it is faster for "vit_cpu_fast", never for the others."""
     if implementation == "eager":
         return True
-    if implementation != "sdpa" or device.type != "cpu" or tokens > EAGER_ATTENTION_MAX_TOKENS:
+    if implementation != CPU_FAST_ATTENTION or device.type != "cpu" or dtype not in (torch.bfloat16, torch.float16):
         return False
-    return dtype in (torch.bfloat16, torch.float16)
+    # A symbolic length (torch.export with dynamic shapes) would be pinned to one value by the comparison.
+    return not isinstance(tokens, torch.SymInt) and tokens <= EAGER_ATTENTION_MAX_TOKENS
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The "eager" kernel: softmax(q k^T * scale) v step by step. The probabilities (B, heads, T, T) it returns are
+    the tensor the context is computed from, so a caller can read their gradient (`retain_grad`)."""
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    # In place: matmul's backward needs its inputs, not its output, so this saves an allocation.
+    scores = torch.matmul(query, key.transpose(-1, -2)).mul_(scaling)
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = scores.softmax(dim=-1)
+    context = torch.matmul(F.dropout(probs, p=dropout) if dropout > 0 else probs, value)
+    return context.transpose(1, 2), probs
 
 
 class EagerAttention(torch.autograd.Function):
@@ -219,6 +272,40 @@ class EagerAttention(torch.autograd.Function):
         return grad, None
 
 
+def vit_cpu_fast_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    qkv: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """The "vit_cpu_fast" kernel (see the table above). `qkv`: query, key and value as the one
+    (3, B, heads, T, head_dim) tensor they are views of, when the caller has it: the backward then writes their
+    gradients into one tensor (see EagerAttention) instead of three that autograd would stack."""
+    batch, heads, tokens, head_dim = query.shape
+    if attention_mask is not None or not use_eager_attention(CPU_FAST_ATTENTION, query.dtype, query.device, tokens):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling)
+    scaling = head_dim**-0.5 if scaling is None else scaling
+    # One copy makes q, k, v contiguous (B * heads, T, head_dim) blocks of one tensor, for plain bmm (a 4D matmul of
+    # the permuted views would copy each of them anyway).
+    stacked = qkv if qkv is not None else torch.stack((query, key, value))
+    stacked = stacked.contiguous().view(3, batch * heads, tokens, head_dim)
+    if torch.is_grad_enabled() and stacked.requires_grad and dropout == 0.0:
+        context = EagerAttention.apply(stacked, scaling)
+    else:
+        query, key, value = stacked.unbind(0)
+        probs = torch.bmm(query, key.transpose(1, 2)).mul_(scaling).softmax(dim=-1)
+        context = torch.bmm(F.dropout(probs, p=dropout) if dropout > 0 else probs, value)
+    return context.view(batch, heads, tokens, head_dim).transpose(1, 2), None
+
+
+AttentionInterface.register(CPU_FAST_ATTENTION, vit_cpu_fast_attention_forward)
+
+
 class ViTAttention(nn.Module):
     """Multi-head self-attention with one fused query/key/value projection (one matmul instead of three)."""
 
@@ -228,6 +315,7 @@ class ViTAttention(nn.Module):
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.scale = self.head_dim**-0.5
+        self.is_causal = False  # every token attends to every token (transformers' kernels read this)
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
         self.attention_dropout = config.attention_probs_dropout_prob
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
@@ -242,31 +330,14 @@ class ViTAttention(nn.Module):
         batch, tokens, width = hidden_states.shape
         # (B, T, 3D) -> (3, B, heads, T, head_dim)
         qkv = self.qkv(hidden_states).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        dropout = self.attention_dropout if self.training else 0.0
-
-        probs = None
-        grad = torch.is_grad_enabled() and qkv.requires_grad
-        eager = output_attentions or use_eager_attention(self.config._attn_implementation, qkv.dtype, qkv.device, tokens)
-        if eager:
-            # One copy makes q, k, v contiguous (B * heads, T, head_dim) blocks of one tensor, for plain bmm
-            # (a 4D matmul of the permuted views would copy each of them anyway).
-            qkv = qkv.contiguous().view(3, batch * self.num_heads, tokens, self.head_dim)
-        if eager and grad and not output_attentions and not (self.training and dropout > 0):
-            # Training fast path: the same maths with a hand-written backward (see EagerAttention).
-            context = EagerAttention.apply(qkv, self.scale)
-        elif eager:
-            # Materialises the probabilities, which the demo draws.
-            query, key, value = qkv.unbind(0)
-            # In place: bmm's backward needs its inputs, not its output, so this saves an allocation.
-            probs = torch.bmm(query, key.transpose(1, 2)).mul_(self.scale).softmax(dim=-1)
-            context = torch.bmm(F.dropout(probs, p=dropout, training=self.training), value)
-            probs = probs.view(batch, self.num_heads, tokens, tokens)
-        else:
-            query, key, value = qkv.unbind(0)
-            context = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout)
-        context = context.view(batch, self.num_heads, tokens, self.head_dim)
-
-        context = context.transpose(1, 2).reshape(batch, tokens, width)
+        query, key, value = qkv.unbind(0)
+        implementation = "eager" if output_attentions else self.config._attn_implementation
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        context, probs = attention(
+            self, query, key, value, None, scaling=self.scale,
+            dropout=self.attention_dropout if self.training else 0.0, qkv=qkv,
+        )
+        context = context.reshape(batch, tokens, width)
         return self.proj_dropout(self.proj(context)), (probs if output_attentions else None)
 
     def attend_from_cls(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -388,6 +459,10 @@ class ViTPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["ViTEmbeddings", "ViTLayer"]
     _supports_sdpa = True
 
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        # Nothing asked: the CPU-tuned kernel (which is SDPA off the CPU and in float32), not transformers' "sdpa".
+        return super().get_correct_attn_implementation(requested_attention or CPU_FAST_ATTENTION, is_init_check)
+
     def _init_weights(self, module: nn.Module) -> None:
         # timm/DeiT initialisation: truncated normal for weights, zeros for biases, ones for norms.
         std = self.config.initializer_range
@@ -401,6 +476,7 @@ class ViTPreTrainedModel(PreTrainedModel):
             if isinstance(module, nn.BatchNorm2d):
                 init.zeros_(module.running_mean)
                 init.ones_(module.running_var)
+                init.zeros_(module.num_batches_tracked)
         elif isinstance(module, LayerScale):
             init.constant_(module.gamma, module.init_value)
         elif isinstance(module, ViTEmbeddings):
@@ -428,19 +504,24 @@ class ViTModel(ViTPreTrainedModel):
     def forward(
         self,
         pixel_values: torch.Tensor,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
         return_dict: bool | None = None,
         pooled_only: bool = False,
         **kwargs,
     ) -> BaseModelOutputWithPooling | tuple:
-        """`pooled_only`: the caller reads `pooler_output` alone (a classification head). With CLS pooling the
+        """`output_attentions`, `output_hidden_states`, `return_dict`: None takes the config's value.
+
+        `pooled_only`: the caller reads `pooler_output` alone (a classification head). With CLS pooling the
         last block then computes the CLS token's output only, since no other token's final state reaches the
         pooled output: the same result for about 1/depth less work. `last_hidden_state` then holds the CLS
         token alone, (B, 1, D). Ignored when hidden states or attentions are requested."""
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        cls_only = pooled_only and self.config.pooling == "cls" and not (output_hidden_states or output_attentions)
+        config = self.config
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = config.return_dict if return_dict is None else return_dict
+        cls_only = pooled_only and config.pooling == "cls" and not (output_hidden_states or output_attentions)
         weight = self.embeddings.patch_embeddings.projection
         dtype = next(weight.parameters()).dtype
         hidden_states = self.embeddings(pixel_values.to(dtype), interpolate_pos_encoding)
@@ -489,15 +570,16 @@ class ViTForImageClassification(ViTPreTrainedModel):
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
         return_dict: bool | None = None,
         **kwargs,
     ) -> ImageClassifierOutput | tuple:
         """`labels`: class ids (B,) for single-label classification, or float targets (B, num_labels), which
         are class probabilities (mixup/cutmix) under `problem_type="single_label_classification"` and 0/1
-        indicators under `"multi_label_classification"`; float (B,) or (B, num_labels) for regression."""
+        indicators under `"multi_label_classification"`; float (B,) or (B, num_labels) for regression.
+        `output_attentions`, `output_hidden_states`, `return_dict`: None takes the config's value."""
         return_dict = self.config.return_dict if return_dict is None else return_dict
         outputs = self.vit(
             pixel_values,
@@ -550,11 +632,19 @@ class ViTForImageClassification(ViTPreTrainedModel):
             return int(parts[2]) + 1
         return self.num_layer_ids() - 1
 
+    def classifier_keys(self) -> set[str]:
+        """The state-dict names of the head's weights: what `reset_classifier` replaces (none without a head)."""
+        return set(self.classifier.state_dict(prefix="classifier."))
+
     def reset_classifier(self, id2label: dict[int, str]) -> None:
-        """A freshly initialised head for a new label set (and the config's label maps to match)."""
+        """A freshly initialised head for a new label set (and the config's label maps to match); no head for an
+        empty one, as `num_labels=0` builds."""
         self.config.id2label = {int(i): str(name) for i, name in id2label.items()}
         self.config.label2id = {name: i for i, name in self.config.id2label.items()}
         self.num_labels = len(id2label)
+        if not self.num_labels:
+            self.classifier = nn.Identity()
+            return
         parameter = next(self.parameters())
         self.classifier = nn.Linear(self.config.hidden_size, self.num_labels).to(parameter.device, parameter.dtype)
         init.trunc_normal_(self.classifier.weight, mean=0.0, std=self.config.initializer_range)

@@ -5,11 +5,11 @@ For each shape (ViT-Ti/16 at 224, ViT-S/16 at 224, the Fashion-MNIST recipe's sh
 full training step (forward, cross-entropy, backward, AdamW), the FLOP utilisation against the machine's
 measured matmul peak, and the peak memory the step allocates. Models are timed interleaved (round-robin
 inside every repeat) and the median of the repeats is kept, so a neighbour's load hits every model alike:
-read the ratios, not the absolute figures.
+read the ratios, not the absolute figures. From the repository root:
 
-    python scripts/benchmark_models.py                       # everything (about 15 minutes on 2 cores)
-    python scripts/benchmark_models.py --shapes fmnist --repeats 3 --out outputs/benchmark
-    python -m scripts.benchmark_models --help
+    python -m benchmarks.models                              # everything (about 15 minutes on 2 cores)
+    python -m benchmarks.models --shapes fmnist --repeats 3 --out outputs/benchmark
+    python -m benchmarks.models --help
 
 Writes `models.md`, `models.json` and `models.png` (a bar chart of the ratios) to `--out`.
 """
@@ -681,7 +681,7 @@ def write_reports(results: dict, out: Path) -> dict[str, Path]:
 
 
 def add_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
-    """The model benchmark's options (`prefix` keeps them apart inside scripts/benchmark.py)."""
+    """The model benchmark's options (`prefix` keeps them apart inside benchmarks/pipeline.py)."""
     parser.add_argument(f"--{prefix}shapes", nargs="+", choices=sorted(SHAPES), default=list(SHAPES),
                         help="model shapes to benchmark")
     parser.add_argument(f"--{prefix}models", nargs="+", choices=MODELS, default=list(MODELS), help="models to compare")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Throughput benchmarks, one section per subsystem, written as Markdown + JSON.
 
-    python scripts/benchmark.py --only data --output_dir outputs/benchmark
+    python -m benchmarks.pipeline --only data --output_dir outputs/benchmark   # from the repository root
 
 Sections register themselves in SECTIONS: name -> function(args) returning a list of result rows
 (dicts with at least "benchmark", "value", "unit"). Add a section by writing such a function and one SECTIONS line.
@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from benchmarks import models as model_benchmark
 
 Row = dict[str, Any]
 
@@ -216,12 +218,9 @@ def bench_data(args: argparse.Namespace) -> list[Row]:
 
 
 def bench_models(args: argparse.Namespace) -> list[Row]:
-    """Our ViT vs transformers' and timm's (scripts/benchmark_models.py); its full tables go to
+    """Our ViT vs transformers' and timm's (benchmarks/models.py); its full tables go to
     models.md / models.json / models.png next to benchmark.md."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import benchmark_models
-
-    results = benchmark_models.run_from_args(args, Path(args.output_dir), prefix="models_")
+    results = model_benchmark.run_from_args(args, Path(args.output_dir), prefix="models_")
     rows = []
     for cell in results["cells"]:
         if not cell["model"].startswith("ours"):
@@ -301,10 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fashion_mnist_dir", default=None, help="output of prepare_fashion_mnist.py, to time it too")
     parser.add_argument("--loop_config", default="configs/fashion_mnist.yaml", help="recipe of the loop section")
     parser.add_argument("--loop_steps", type=int, default=100, help="optimizer steps timed in the loop section")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import benchmark_models
-
-    benchmark_models.add_arguments(parser, prefix="models_")  # --models_shapes, --models_repeats, ...
+    model_benchmark.add_arguments(parser, prefix="models_")  # --models_shapes, --models_repeats, ...
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,10 +1,14 @@
-"""The output folder of a training run: one owner at a time, and a model folder that is always one run's, complete.
+"""The output folder of a training run: one owner at a time, a fresh or resumed start, and a model folder that is
+always one run's, complete.
 
     output_dir/
         .vit-finetune.lock     the live run's owner (pid, host); a second run into the folder is refused
         checkpoints/           resumable state, plus this run's training_args.json and data_report.json
         .incomplete-model/     the model folder being written at the end of a run (never read back)
         config.json, model.safetensors, ...   the finished model (docs/CONTRACTS.md lists the files)
+
+A run claims the folder (`claimed`: the lock, and no folder left behind by a run refused before any work), then
+decides where it starts (`resume_point`: a checkpoint, or afresh only where nothing would be lost silently).
 
 Why staged: a run that fails (or is killed) while exporting, or a failed `--overwrite_output_dir` run, must not
 leave one run's files beside another's. The new model folder is written whole into `.incomplete-model/`, then
@@ -14,13 +18,19 @@ of two runs' files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from ..arguments import ConfigError
+from . import checkpointing
 
 logger = logging.getLogger(__name__)
 
@@ -69,16 +79,21 @@ class OutputLock:
 
     def acquire(self) -> None:
         owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        for _ in range(2):  # a second try after removing a stale lock
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                self._check_stale()
-                continue
-            with os.fdopen(fd, "w") as handle:
-                json.dump(owner, handle)
-            self.held = True
-            return
+        # Written whole beside, then linked into place: link() fails if the lock exists, so two runs starting at
+        # once cannot both win, and no run ever reads a lock file that is still being written.
+        written = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        written.write_text(json.dumps(owner))
+        try:
+            for _ in range(2):  # a second try after removing a stale lock
+                try:
+                    os.link(written, self.path)
+                except FileExistsError:
+                    self._check_stale()
+                    continue
+                self.held = True
+                return
+        finally:
+            written.unlink(missing_ok=True)
         raise OutputFolderError(f"{self.path.parent}: could not take the lock {self.path}")
 
     def _check_stale(self) -> None:
@@ -86,7 +101,7 @@ class OutputLock:
             owner = json.loads(self.path.read_text())
             pid, host = int(owner["pid"]), str(owner["host"])
         except (OSError, ValueError, KeyError, TypeError):
-            # A lock file cut short by a crash between create and write: nobody can own it.
+            # Not a lock this code wrote (lock files are written whole before they appear): nobody owns it.
             logger.warning("removing an unreadable lock file %s", self.path)
             self.path.unlink(missing_ok=True)
             return
@@ -104,6 +119,78 @@ class OutputLock:
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False
+
+
+# ------------------------------------------------------------------------------------------ a run's claim
+def check_output_dir(output_dir: Path, model_name_or_path: str | None) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"output_dir {output_dir} is a file, not a folder")
+    source = model_name_or_path
+    if source and Path(source).is_dir() and output_dir.is_dir() and output_dir.samefile(source):
+        raise ConfigError(f"output_dir {output_dir} is the model_name_or_path folder: training would overwrite "
+                          "the weights it starts from; choose another output_dir")
+
+
+@contextlib.contextmanager
+def claimed(output_dir: Path, model_name_or_path: str | None) -> Iterator[None]:
+    """The main process holds the folder's lock for the whole run. A run refused before any work (a ConfigError)
+    removes the output folder if it made it, so a typo leaves nothing behind."""
+    check_output_dir(output_dir, model_name_or_path)
+    main_process = int(os.environ.get("RANK", "0")) == 0  # Accelerate's own rule, before it is set up
+    lock, created = OutputLock(output_dir), False
+    if main_process:
+        created = not output_dir.exists()
+        output_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire()
+        except OutputFolderError as error:
+            raise ConfigError(str(error)) from None
+    try:
+        yield
+    except ConfigError:
+        if created:
+            lock.release()
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise
+    finally:
+        lock.release()
+
+
+def resume_point(output_dir: Path, args: Any, main_process: bool) -> Path | None:
+    """The checkpoint this run continues from, or None for a fresh start.
+
+    A folder that already holds checkpoints or a finished model starts afresh only with --overwrite_output_dir
+    (the old checkpoints go now; the old model stays until the new one is complete).
+    """
+    try:
+        resume_from = checkpointing.resolve_resume_path(output_dir, args.resume_from_checkpoint)
+    except FileNotFoundError as error:
+        raise ConfigError(str(error)) from None
+    if args.resume_from_checkpoint == "latest" and resume_from is None:
+        logger.info("resume_from_checkpoint=latest: %s has no checkpoint yet, starting from the beginning",
+                    output_dir)
+    existing = checkpointing.list_checkpoints(output_dir)
+    if resume_from is None and (existing or holds_finished_model(output_dir)):
+        if not args.overwrite_output_dir:
+            what = f"checkpoints ({existing[-1].name})" if existing else "a finished model"
+            raise ConfigError(
+                f"{output_dir} already holds {what}: pass --resume_from_checkpoint latest to continue, or "
+                "--overwrite_output_dir to start again (the old model stays until the new one is complete)"
+            )
+        if main_process and existing:
+            shutil.rmtree(checkpointing.checkpoints_root(output_dir))
+    return resume_from
+
+
+def start_run_records(output_dir: Path, arguments: dict[str, Any], main_process: bool) -> Path:
+    """The folder of this run's own records (beside its checkpoints until the model folder is published), with
+    its training_args.json written; what interrupted saves left is removed."""
+    run_dir = checkpointing.checkpoints_root(output_dir)
+    if main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpointing.remove_incomplete(output_dir)
+        (run_dir / "training_args.json").write_text(json.dumps(arguments, indent=2, default=str))
+    return run_dir
 
 
 # ------------------------------------------------------------------------------------------ the swap

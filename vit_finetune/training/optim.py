@@ -1,0 +1,75 @@
+"""The optimizer and the learning-rate schedule: AdamW over parameter groups, warmup then the chosen decay."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..arguments import ConfigError
+
+
+def build_optimizer(model: torch.nn.Module, args: Any) -> torch.optim.AdamW:
+    """AdamW over parameter groups: decay or not, and (with layer_decay) a learning rate per depth.
+
+    The model says which parameters take no weight decay (`no_weight_decay()`: norms, biases, LayerScale,
+    position embeddings, the CLS token) and how deep each one is (`layer_id(name)`, 0 = embeddings up to
+    `num_layer_ids() - 1` = final norm and head). With layer_decay, depth d gets
+    lr * layer_decay^(num_layer_ids - 1 - d): the head trains at the full rate, the embeddings slowest (BEiT).
+    """
+    no_decay = model.no_weight_decay()
+    top = model.num_layer_ids() - 1
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        layer = model.layer_id(name) if args.layer_decay else 0
+        scale = args.layer_decay ** (top - layer) if args.layer_decay else 1.0
+        group = groups.setdefault((layer, name in no_decay), {
+            "params": [], "names": [], "lr": args.learning_rate * scale,
+            "weight_decay": 0.0 if name in no_decay else args.weight_decay,
+        })
+        group["params"].append(parameter)
+        group["names"].append(name)
+    if not groups:
+        raise ConfigError("the model has no trainable parameters")
+    # fused: one kernel for the whole update instead of ~8 element-wise ops per tensor (about 40% of a
+    # ViT-Ti CPU step went to the unfused update; benchmarks/models.py).
+    return torch.optim.AdamW(
+        list(groups.values()), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+        fused=True,
+    )
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long a run is, counted on the sharded loader (each process sees 1/N of the batches)."""
+
+    batches_per_epoch: int  # per process
+    steps_per_epoch: int  # optimizer steps
+    max_steps: int
+    num_epochs: int
+    warmup_steps: int
+
+    @classmethod
+    def of(cls, batches_per_epoch: int, args: Any) -> Schedule:
+        steps_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
+        max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+        return cls(batches_per_epoch=batches_per_epoch, steps_per_epoch=steps_per_epoch, max_steps=max_steps,
+                   num_epochs=math.ceil(max_steps / steps_per_epoch),
+                   warmup_steps=args.warmup_steps or math.ceil(args.warmup_ratio * max_steps))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, args: Any, schedule: Schedule) -> Any:
+    """transformers' schedule (a LambdaLR), stepped by hand after each optimizer update.
+
+    Not passed to `accelerator.prepare()`: Accelerate's wrapper would step it once per process per step, and
+    save it as custom state (a pickle that load_state reads with weights_only=False). Its state goes into
+    trainer_state.json instead.
+    """
+    from transformers import get_scheduler
+
+    return get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=schedule.warmup_steps,
+                         num_training_steps=schedule.max_steps)
