@@ -135,7 +135,7 @@ def run_speed(args: argparse.Namespace, variants: dict[str, dict], extra: list[s
             print(f"{name:28s} as {timed[key]}", flush=True)
             continue
         timed[key] = name
-        results[name] = time_loop(write_config(args.out, name, recipe), args.steps, extra)
+        results[name] = {**time_loop(write_config(args.out, name, recipe), args.steps, extra), "timed_as": name}
         print(f"{name:28s} {results[name]['images_per_s']:7.1f} img/s (training loop, steps {args.steps} to "
               f"{2 * args.steps})", flush=True)
     (args.out / "speed.json").write_text(json.dumps(results, indent=1))

@@ -99,7 +99,7 @@ def _remote_code_allowed(model_id: str, config: dict[str, Any], trust_remote_cod
         raise ModelLoadError(
             f"'{model_id}' has model type {model_type!r}, whose code is neither in transformers nor in "
             "vit-finetune: loading it runs the Python files that come with the model. If you trust that code, "
-            "pass --trust_remote_code (trust_remote_code=True in Python)"
+            "pass --trust_remote_code (the trust_remote_code argument in Python)"
         )
     return False
 
@@ -108,7 +108,7 @@ def load_model(
     model_id: str, *, device: str | None = None, revision: str | None = None, trust_remote_code: bool = False
 ) -> Classifier:
     """Load a model folder or Hub id: our ViT, a transformers image classifier, or, with
-    `trust_remote_code=True`, a model that brings its own code. Raises `ModelLoadError`."""
+    `trust_remote_code`, a model that brings its own code. Raises `ModelLoadError`."""
     config = _read_config(model_id, revision)
     remote_code = _remote_code_allowed(model_id, config, trust_remote_code)
     try:

@@ -80,7 +80,7 @@ def read_trainer_state(checkpoint: str | Path) -> dict[str, Any]:
 def read_legacy_scheduler_state(checkpoint: str | Path) -> dict[str, Any]:
     """The LR schedule of a checkpoint written before it moved into trainer_state.json.
 
-    Those kept it as Accelerate's custom state, a pickle that Accelerate loads with weights_only=False. A
+    Those kept it as Accelerate's custom state, a pickle that Accelerate unpickles in full. A
     schedule's state is plain numbers, so weights_only=True reads a genuine one and refuses anything else.
     """
     import pickle
@@ -97,7 +97,7 @@ def read_legacy_scheduler_state(checkpoint: str | Path) -> dict[str, Any]:
 
 def load_state_without_pickles(accelerator: Accelerator, checkpoint: str | Path) -> None:
     """Accelerate's load_state (model: safetensors; optimizer, scaler, RNG: weights_only loads), with no object
-    registered for checkpointing, so nothing is loaded with weights_only=False.
+    registered for checkpointing, so nothing is unpickled in full.
 
     A `custom_checkpoint_*.pkl` in the folder (an older checkpoint's schedule, read by
     `read_legacy_scheduler_state`, or a planted file) makes Accelerate raise a count mismatch after it has

@@ -66,7 +66,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, args: Any, schedule: Sched
     """transformers' schedule (a LambdaLR), stepped by hand after each optimizer update.
 
     Not passed to `accelerator.prepare()`: Accelerate's wrapper would step it once per process per step, and
-    save it as custom state (a pickle that load_state reads with weights_only=False). Its state goes into
+    save it as custom state (a pickle that load_state unpickles in full). Its state goes into
     trainer_state.json instead.
     """
     from transformers import get_scheduler
