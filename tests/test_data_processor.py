@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
-from PIL import Image
 
 import image_fixtures as fx
 from vit_finetune.data import build_image_processor, load_image, normalize, preprocess_image

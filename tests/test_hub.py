@@ -125,6 +125,14 @@ def test_private_flag_creates_a_private_repo(hub_env: LocalHub, trained_folder: 
     assert hub_env.repo(REPO).private
 
 
+def test_private_flag_on_an_existing_public_repo_says_it_stays_public(hub_env: LocalHub, trained_folder: Path,
+                                                                       capsys) -> None:
+    assert run_push(capsys, str(trained_folder), "--repo_id", REPO)[0] == 0
+    code, _, err = run_push(capsys, str(trained_folder), "--repo_id", REPO, "--private")
+    assert code == 0, err
+    assert "already exists and is public" in err and not hub_env.repo(REPO).private
+
+
 def test_second_push_updates_the_same_repo(hub_env: LocalHub, trained_folder: Path, capsys) -> None:
     assert run_push(capsys, str(trained_folder), "--repo_id", REPO)[0] == 0
     metrics = dict(METRICS, eval=dict(METRICS["eval"], accuracy=0.9375))

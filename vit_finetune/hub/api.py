@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 
@@ -83,7 +84,7 @@ def create_repo(api, repo_id: str, *, repo_type: str, private: bool, **kwargs) -
         if error.response is None or error.response.status_code != 409:
             raise
     # 409: the name is taken. Usually by our own repo, from an earlier push: then it is just an update. If it
-    # is someone else's, the commit below gets a 403, which `_explain` reports as a name conflict.
+    # is someone else's, the commit below gets a 403, which `explain` reports as a name conflict.
     if private:
         info = api.repo_info(repo_id, repo_type=repo_type)
         if not getattr(info, "private", False):
