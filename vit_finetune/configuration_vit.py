@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-POSITION_EMBEDDINGS = ("learned", "sincos")
-POOLINGS = ("cls", "mean")
+POSITION_EMBEDDINGS = ("learned", "sincos", "none")
+POSITION_INTERPOLATIONS = ("bicubic", "bicubic_antialias", "bilinear_antialias")
+ROTARY_EMBEDDINGS = (None, "dinov3", "eva02")
+POOLINGS = ("cls", "mean", "cls_mean", "map")
 PATCH_EMBEDDINGS = ("patch", "conv")
+MLP_TYPES = ("mlp", "glu")
 HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "quick_gelu")
 
 
@@ -32,9 +35,41 @@ class ViTConfig(PretrainedConfig):
         layer_norm_eps: epsilon of every LayerNorm.
         qkv_bias: whether the query, key and value projections have a bias.
         initializer_range: standard deviation of the truncated-normal initialisation.
-        position_embedding: "learned" (a trained table, as in the original ViT) or "sincos" (the fixed 2D
-            sine-cosine table of MAE, which needs no training and suits small datasets).
-        pooling: "cls" classifies the CLS token's output; "mean" averages the patch tokens.
+        position_embedding: "learned" (a trained table, as in the original ViT), "sincos" (the fixed 2D
+            sine-cosine table of MAE, which needs no training and suits small datasets) or "none" (no table:
+            positions come from `rotary_embedding` alone, as in DINOv3).
+        class_position_embedding: whether the position table has a row for the CLS token (the original ViT,
+            DINOv2, CLIP) or covers the patch tokens only (DeiT III, timm's register models); ignored without a
+            CLS token. Register tokens never get a position.
+        position_interpolation: how the table is resized to another patch grid (`interpolate_pos_encoding`, or a
+            new `image_size`): "bicubic" (the original ViT, DINOv2), "bicubic_antialias" (timm, DINOv2 with
+            registers) or "bilinear_antialias" (SigLIP 2), each as the model was trained with.
+        rotary_embedding: 2D rotary position embeddings on the patch tokens' queries and keys, None for none;
+            "dinov3": patch centres in [-1, 1] per axis, angles 2*pi*c*theta^(-4k/head_dim), halves rotated;
+            "eva02": patch indices (rescaled to `rotary_reference_grid` when set), angles c*theta^(-4k/head_dim),
+            interleaved pairs rotated. The CLS and register tokens are not rotated. A resolution change needs no
+            interpolation.
+        rotary_theta: base of the rotary frequencies (DINOv3 100, EVA-02 10000).
+        rotary_reference_grid: EVA-02's pretraining patch grid side: the patch indices of any other grid are
+            rescaled to span it. None keeps plain indices.
+        class_token: whether a learned CLS token is prepended (SigLIP has none: pooling must then be "mean" or
+            "map").
+        num_register_tokens: learned register tokens placed after the CLS token (DINOv2 with registers, DINOv3);
+            they take part in attention but are kept out of pooling and of attention maps.
+        pooling: "cls" classifies the CLS token's output; "mean" averages the patch tokens; "cls_mean"
+            concatenates the CLS token with the mean of the patch tokens (transformers' DINOv2 classifier; the
+            head then reads 2 x hidden_size features); "map" is a learned query attending over all tokens
+            followed by an MLP (SigLIP's attention-pooling head).
+        norm_pre: a LayerNorm on the tokens before the first block (CLIP).
+        fc_norm: the final LayerNorm is applied to the pooled features instead of to every token (timm's
+            `fc_norm`, CLIP's `post_layernorm`); only with "cls" or "mean" pooling.
+        mlp_type: "mlp" (fc1, activation, fc2) or "glu", a gated MLP: hidden_act(x W_gate) * (x W_up), then fc2
+            (SwiGLU with hidden_act="silu", as DINOv2-giant, DINOv3-H+ and EVA-02 use); fc1 then holds the gate
+            and the up projection stacked, 2 x intermediate_size outputs.
+        mlp_norm: a LayerNorm inside the MLP before fc2 (EVA-02's sub-LN, timm's `scale_mlp`).
+        qk_norm: a LayerNorm over each head's queries and keys before attention (timm's `qk_norm`).
+        key_bias: whether the key projection has a bias (with `qkv_bias`); DINOv3 and EVA-02 have none. The bias
+            slice is then held at zero.
         patch_embedding: "patch" is one strided convolution (the original ViT); "conv" is a small
             convolutional stem (3x3 convolutions with BatchNorm and ReLU, halving the resolution until the
             stride reaches `patch_size`) that helps ViTs learn from small datasets.
@@ -50,7 +85,7 @@ class ViTConfig(PretrainedConfig):
     model_type = "vit_finetune"
     # Fields that may change when starting from pretrained weights; the others define the weights' shapes.
     pretrained_overridable = ("image_size", "hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate",
-                              "pooling")
+                              "pooling", "position_interpolation")
 
     def __init__(
         self,
@@ -74,6 +109,19 @@ class ViTConfig(PretrainedConfig):
         conv_stem_channels: int = 32,
         conv_stem_depth: int = 1,
         layerscale_init: float | None = None,
+        class_position_embedding: bool = True,
+        position_interpolation: str = "bicubic",
+        rotary_embedding: str | None = None,
+        rotary_theta: float = 10000.0,
+        rotary_reference_grid: int | None = None,
+        class_token: bool = True,
+        num_register_tokens: int = 0,
+        norm_pre: bool = False,
+        fc_norm: bool = False,
+        mlp_type: str = "mlp",
+        mlp_norm: bool = False,
+        qk_norm: bool = False,
+        key_bias: bool = True,
         **kwargs,
     ):
         self.image_size = image_size
@@ -96,6 +144,19 @@ class ViTConfig(PretrainedConfig):
         self.conv_stem_channels = conv_stem_channels
         self.conv_stem_depth = conv_stem_depth
         self.layerscale_init = layerscale_init
+        self.class_position_embedding = class_position_embedding
+        self.position_interpolation = position_interpolation
+        self.rotary_embedding = rotary_embedding
+        self.rotary_theta = rotary_theta
+        self.rotary_reference_grid = rotary_reference_grid
+        self.class_token = class_token
+        self.num_register_tokens = num_register_tokens
+        self.norm_pre = norm_pre
+        self.fc_norm = fc_norm
+        self.mlp_type = mlp_type
+        self.mlp_norm = mlp_norm
+        self.qk_norm = qk_norm
+        self.key_bias = key_bias
         super().__init__(**kwargs)
         self.validate()
 
@@ -122,6 +183,9 @@ class ViTConfig(PretrainedConfig):
             "pooling": POOLINGS,
             "patch_embedding": PATCH_EMBEDDINGS,
             "hidden_act": HIDDEN_ACTS,
+            "position_interpolation": POSITION_INTERPOLATIONS,
+            "rotary_embedding": ROTARY_EMBEDDINGS,
+            "mlp_type": MLP_TYPES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -132,6 +196,28 @@ class ViTConfig(PretrainedConfig):
         if self.position_embedding == "sincos" and self.hidden_size % 4:
             raise ValueError(f"ViTConfig.hidden_size ({self.hidden_size}) must be divisible by 4 for "
                              "position_embedding='sincos'")
+        if not isinstance(self.num_register_tokens, int) or self.num_register_tokens < 0:
+            raise ValueError(f"ViTConfig.num_register_tokens must be an integer >= 0, got {self.num_register_tokens!r}")
+        if not self.class_token and self.pooling in ("cls", "cls_mean"):
+            raise ValueError(f"ViTConfig.pooling={self.pooling!r} reads the CLS token, but class_token=False: use "
+                             "'mean' or 'map'")
+        if self.fc_norm and self.pooling not in ("cls", "mean"):
+            raise ValueError(f"ViTConfig.fc_norm needs pooling 'cls' or 'mean', got {self.pooling!r}")
+        if self.rotary_embedding is not None:
+            head_dim = self.hidden_size // self.num_attention_heads
+            if head_dim % 4:
+                raise ValueError(f"ViTConfig.rotary_embedding needs a head size (hidden_size / num_attention_heads "
+                                 f"= {head_dim}) divisible by 4")
+            if not self.rotary_theta > 0:
+                raise ValueError(f"ViTConfig.rotary_theta must be positive, got {self.rotary_theta!r}")
+        if self.rotary_reference_grid is not None and (
+            not isinstance(self.rotary_reference_grid, int) or self.rotary_reference_grid <= 0
+        ):
+            raise ValueError(f"ViTConfig.rotary_reference_grid must be a positive integer or None, "
+                             f"got {self.rotary_reference_grid!r}")
+        if self.position_embedding == "none" and self.rotary_embedding is None:
+            raise ValueError("ViTConfig.position_embedding='none' needs a rotary_embedding: the model would not "
+                             "know where any patch is")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -140,3 +226,14 @@ class ViTConfig(PretrainedConfig):
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patch tokens: the CLS token (if any), then the registers."""
+        return int(self.class_token) + self.num_register_tokens
+
+    @property
+    def pooled_size(self) -> int:
+        """Width of the pooled features the head reads (the CLS token and the patch mean side by side for
+        "cls_mean")."""
+        return 2 * self.hidden_size if self.pooling == "cls_mean" else self.hidden_size

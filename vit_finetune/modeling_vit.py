@@ -1,6 +1,10 @@
 """The vit-finetune Vision Transformer, top to bottom in the order data flows through it.
 
-    pixels -> PatchEmbedding -> (+ CLS token, + position embeddings) -> Block x N -> LayerNorm -> pool -> head
+    pixels -> PatchEmbedding -> (+ position table, CLS and register tokens) -> [norm_pre]
+           -> Block x N (attention with optional qk_norm and rotary positions; MLP or gated MLP)
+           -> LayerNorm -> pool (cls, mean, cls_mean or attention pooling) -> [fc_norm] -> head
+
+Every option is a `ViTConfig` field, documented there; the defaults are the original ViT.
 
 This file is copied next to every saved model (remote code), so it imports nothing but torch and
 transformers: a user without vit-finetune installed loads a shared model with `trust_remote_code=True`.
@@ -93,10 +97,10 @@ class PatchEmbedding(nn.Module):
         return self.projection(pixel_values).flatten(2).transpose(1, 2)
 
 
-def sincos_position_table(grid_height: int, grid_width: int, dim: int) -> torch.Tensor:
+def sincos_position_table(grid_height: int, grid_width: int, dim: int, cls_row: bool = True) -> torch.Tensor:
     """The fixed 2D sine-cosine table of MAE: half the channels encode the row, half the column.
 
-    Returns (1 + grid_height * grid_width, dim); the first row (the CLS token's) is zeros.
+    Returns (grid_height * grid_width, dim), after a first row of zeros for the CLS token with `cls_row`.
     """
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
     rows, cols = torch.meshgrid(
@@ -105,7 +109,9 @@ def sincos_position_table(grid_height: int, grid_width: int, dim: int) -> torch.
     row_angles = rows.reshape(-1, 1) * omega
     col_angles = cols.reshape(-1, 1) * omega
     table = torch.cat([col_angles.sin(), col_angles.cos(), row_angles.sin(), row_angles.cos()], dim=1)
-    return torch.cat([torch.zeros(1, dim, dtype=torch.float64), table]).float()
+    if cls_row:
+        table = torch.cat([torch.zeros(1, dim, dtype=torch.float64), table])
+    return table.float()
 
 
 def is_symbolic(*sizes: int) -> bool:
@@ -114,33 +120,49 @@ def is_symbolic(*sizes: int) -> bool:
     return any(isinstance(size, torch.SymInt) for size in sizes)
 
 
-def resize_position_table(table: torch.Tensor, new_grid: tuple[int, int]) -> torch.Tensor:
-    """Bicubically resizes a learned (1, 1 + h*w, D) table to another patch grid; CLS row kept as is."""
-    cls_row, patch_rows = table[:, :1], table[:, 1:]
+def resize_position_table(
+    table: torch.Tensor, new_grid: tuple[int, int], *, prefix_rows: int = 1, mode: str = "bicubic"
+) -> torch.Tensor:
+    """Resizes a learned (1, prefix_rows + h*w, D) table to another patch grid, the first `prefix_rows` rows (the
+    CLS token's) kept as they are. `mode` is the config's `position_interpolation`; in float32 whatever the table's
+    dtype, since bicubic resampling in half precision shifts the values (as transformers' DINOv2 notes)."""
+    prefix, patch_rows = table[:, :prefix_rows], table[:, prefix_rows:]
     old_side = int(math.sqrt(patch_rows.shape[1]))
     if old_side * old_side != patch_rows.shape[1]:
         raise ValueError(f"cannot resize a position table of {patch_rows.shape[1]} patches (not a square grid)")
     if not is_symbolic(*new_grid) and (old_side, old_side) == tuple(new_grid):
         return table
-    grid = patch_rows.reshape(1, old_side, old_side, -1).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid.float(), size=new_grid, mode="bicubic", align_corners=False).to(table.dtype)
-    return torch.cat([cls_row, grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], -1)], dim=1)
+    grid = patch_rows.reshape(1, old_side, old_side, -1).permute(0, 3, 1, 2).float()
+    kind, _, antialias = mode.partition("_")
+    grid = F.interpolate(grid, size=new_grid, mode=kind, align_corners=False, antialias=bool(antialias))
+    grid = grid.to(table.dtype).permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], -1)
+    return torch.cat([prefix, grid], dim=1)
 
 
 class ViTEmbeddings(nn.Module):
-    """Patch tokens, a learnable CLS token in front, plus position embeddings."""
+    """Patch tokens with their positions, and in front of them the CLS token and the register tokens:
+
+        [CLS] [REG_1 .. REG_R] [patch_1 .. patch_N]
+
+    The position table covers the patches and, with `class_position_embedding`, the CLS token; registers get no
+    position. Without a table (`position_embedding="none"`) positions come from the rotary embedding alone."""
 
     def __init__(self, config: ViTConfig):
         super().__init__()
         self.config = config
         self.patch_embeddings = PatchEmbedding(config)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        hidden = config.hidden_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden)) if config.class_token else None
+        registers = config.num_register_tokens
+        self.register_tokens = nn.Parameter(torch.zeros(1, registers, hidden)) if registers else None
         grid = config.image_size // config.patch_size
         self.grid = (grid, grid)
+        # Rows of the table in front of the patches': the CLS token's, when it has one.
+        self.prefix_rows = int(config.class_token and config.class_position_embedding)
         if config.position_embedding == "learned":
-            self.position_embeddings = nn.Parameter(torch.zeros(1, 1 + grid * grid, config.hidden_size))
+            self.position_embeddings = nn.Parameter(torch.zeros(1, self.prefix_rows + grid * grid, hidden))
         else:
-            # Fixed table: computed, not a parameter, so it is neither trained nor saved.
+            # Fixed table or none: not a parameter, so it is neither trained nor saved.
             self.position_embeddings = None
         # Sine-cosine tables by (grid, device, dtype), computed once each.
         self._sincos_cache: dict[tuple, torch.Tensor] = {}
@@ -148,16 +170,19 @@ class ViTEmbeddings(nn.Module):
 
     def position_table(self, grid: tuple[int, int], interpolate: bool, like: torch.Tensor) -> torch.Tensor:
         if self.position_embeddings is None:
+            cls_row = bool(self.prefix_rows)
             if torch.compiler.is_compiling() or is_symbolic(*grid):
                 # Traced: the grid may be symbolic, and a tensor made while tracing must not be kept after it.
-                return sincos_position_table(*grid, self.config.hidden_size).unsqueeze(0).to(like.device, like.dtype)
+                table = sincos_position_table(*grid, self.config.hidden_size, cls_row)
+                return table.unsqueeze(0).to(like.device, like.dtype)
             key = (grid, like.device, like.dtype)
             if key not in self._sincos_cache:
-                table = sincos_position_table(*grid, self.config.hidden_size)
+                table = sincos_position_table(*grid, self.config.hidden_size, cls_row)
                 self._sincos_cache[key] = table.unsqueeze(0).to(device=like.device, dtype=like.dtype)
             return self._sincos_cache[key]
+        resize = dict(prefix_rows=self.prefix_rows, mode=self.config.position_interpolation)
         if interpolate and is_symbolic(*grid):
-            return resize_position_table(self.position_embeddings, grid)
+            return resize_position_table(self.position_embeddings, grid, **resize)
         if grid == self.grid:
             return self.position_embeddings
         if not interpolate:
@@ -166,16 +191,87 @@ class ViTEmbeddings(nn.Module):
                 f"{self.grid[0]}x{self.grid[1]} (image_size={self.config.image_size}); "
                 "pass interpolate_pos_encoding=True to run at another resolution"
             )
-        return resize_position_table(self.position_embeddings, grid)
+        return resize_position_table(self.position_embeddings, grid, **resize)
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         height, width = pixel_values.shape[-2:]
         grid = (height // self.config.patch_size, width // self.config.patch_size)
         tokens = self.patch_embeddings(pixel_values)
-        cls = self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
-        tokens = torch.cat([cls, tokens], dim=1)
-        tokens = tokens + self.position_table(grid, interpolate_pos_encoding, tokens)
+        batch = tokens.shape[0]
+        cls = self.cls_token.expand(batch, -1, -1).to(tokens.dtype) if self.cls_token is not None else None
+        if cls is not None and self.prefix_rows:
+            tokens = torch.cat([cls, tokens], dim=1)
+        if self.config.position_embedding != "none":
+            tokens = tokens + self.position_table(grid, interpolate_pos_encoding, tokens)
+        if cls is not None and not self.prefix_rows:
+            tokens = torch.cat([cls, tokens], dim=1)
+        if self.register_tokens is not None:
+            first = int(cls is not None)
+            registers = self.register_tokens.expand(batch, -1, -1).to(tokens.dtype)
+            tokens = torch.cat([tokens[:, :first], registers, tokens[:, first:]], dim=1)
         return self.dropout(tokens)
+
+
+class RotaryEmbedding(nn.Module):
+    """2D rotary position embeddings (RoFormer's rotation, per image axis): the cos and sin of each patch's
+    rotation angles, (N, head_dim) each, for the queries and keys of the patch tokens. No parameters: a new
+    resolution just means another grid. The two variants are those of `ViTConfig.rotary_embedding`."""
+
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        self.kind = config.rotary_embedding
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.theta = float(config.rotary_theta)
+        self.reference_grid = config.rotary_reference_grid
+        self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def angles(self, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """(grid_h * grid_w, head_dim) angles in float32, laid out as `rotate` pairs the channels."""
+        bands = self.theta ** -(torch.arange(self.head_dim // 4, device=device, dtype=torch.float32)
+                                * 4 / self.head_dim)
+        if self.kind == "dinov3":
+            # Patch centres, each axis normalised to [-1, 1] by its own length.
+            axes = [(torch.arange(0.5, side, device=device, dtype=torch.float32) / side) * 2.0 - 1.0 for side in grid]
+            bands = bands * (2 * math.pi)
+        else:
+            axes = [torch.arange(side, device=device, dtype=torch.float32) for side in grid]
+            if self.reference_grid is not None:
+                axes = [axis / side * self.reference_grid for axis, side in zip(axes, grid)]
+        coords = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 2)  # (N, [row, col])
+        angles = (coords[:, :, None] * bands).flatten(1)  # (N, head_dim / 2): row bands, then column bands
+        if self.kind == "dinov3":
+            return torch.cat([angles, angles], dim=-1)  # halves: channel i pairs with i + head_dim / 2
+        return angles.repeat_interleave(2, dim=-1)  # interleaved: channel 2i pairs with 2i + 1
+
+    def forward(self, grid: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if torch.compiler.is_compiling() or is_symbolic(*grid):
+            angles = self.angles(grid, device)
+            return angles.cos(), angles.sin()
+        key = (grid, device)
+        if key not in self._cache:
+            angles = self.angles(grid, device)
+            self._cache[key] = (angles.cos(), angles.sin())
+        return self._cache[key]
+
+
+
+def rotate_pairs(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """The 90-degree turn of each channel pair, (a, b) -> (-b, a), with the pairing of `kind` (see
+    `RotaryEmbedding.angles`)."""
+    if kind == "dinov3":
+        first, second = x.chunk(2, dim=-1)
+        return torch.cat([-second, first], dim=-1)
+    return torch.stack([-x[..., 1::2], x[..., ::2]], dim=-1).reshape(x.shape)
+
+
+def apply_rotary(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], kind: str) -> torch.Tensor:
+    """Rotates the last N tokens of x (B, heads, T, head_dim), the patches, by their angles (cos, sin of (N,
+    head_dim)); the prefix tokens are left as they are. In float32 (as cos and sin are), cast back to x's dtype."""
+    cos, sin = rope
+    prefix = x.shape[-2] - cos.shape[0]
+    patches = x[..., prefix:, :]
+    rotated = (patches * cos + rotate_pairs(patches, kind) * sin).to(x.dtype)
+    return torch.cat([x[..., :prefix, :], rotated], dim=-2) if prefix else rotated
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -307,7 +403,8 @@ AttentionInterface.register(CPU_FAST_ATTENTION, vit_cpu_fast_attention_forward)
 
 
 class ViTAttention(nn.Module):
-    """Multi-head self-attention with one fused query/key/value projection (one matmul instead of three)."""
+    """Multi-head self-attention with one fused query/key/value projection (one matmul instead of three);
+    optionally a LayerNorm per head on queries and keys (`qk_norm`), then the rotary embedding on the patches'."""
 
     def __init__(self, config: ViTConfig):
         super().__init__()
@@ -317,20 +414,51 @@ class ViTAttention(nn.Module):
         self.scale = self.head_dim**-0.5
         self.is_causal = False  # every token attends to every token (transformers' kernels read this)
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
+        if config.qkv_bias and not config.key_bias:
+            # The bias rows of the keys are multiplied by zero: held at zero whatever the optimizer or a checkpoint
+            # does. (Without rotary positions a key bias cannot change attention: q.b is the same for every key.)
+            mask = torch.ones(3 * config.hidden_size)
+            mask[config.hidden_size : 2 * config.hidden_size] = 0
+            self.register_buffer("key_bias_mask", mask, persistent=False)
+        else:
+            self.key_bias_mask = None
+        self.q_norm = nn.LayerNorm(self.head_dim, eps=config.layer_norm_eps) if config.qk_norm else None
+        self.k_norm = nn.LayerNorm(self.head_dim, eps=config.layer_norm_eps) if config.qk_norm else None
+        self.rotary = config.rotary_embedding
         self.attention_dropout = config.attention_probs_dropout_prob
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
 
+    def qkv_bias(self) -> torch.Tensor | None:
+        bias = self.qkv.bias
+        return bias if bias is None or self.key_bias_mask is None else bias * self.key_bias_mask
+
+    def position_queries_keys(
+        self, query: torch.Tensor, key: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """qk_norm, then the rotary embedding (the order of timm's EVA and DINOv3), on (B, heads, T, head_dim)."""
+        if self.q_norm is not None:
+            query, key = self.q_norm(query), self.k_norm(key)
+        if rope is not None:
+            query, key = apply_rotary(query, rope, self.rotary), apply_rotary(key, rope, self.rotary)
+        return query, key
+
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False, cls_only: bool = False
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, cls_only: bool = False,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, T, D) -> (B, T, D), or (B, 1, D) with `cls_only`: the CLS token's output alone."""
+        """(B, T, D) -> (B, T, D), or (B, 1, D) with `cls_only`: the CLS token's output alone. `rope`: the cos
+        and sin of the patches' rotary angles, when the model has them."""
         if cls_only:
-            return self.attend_from_cls(hidden_states), None
+            return self.attend_from_cls(hidden_states, rope), None
         batch, tokens, width = hidden_states.shape
         # (B, T, 3D) -> (3, B, heads, T, head_dim)
-        qkv = self.qkv(hidden_states).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = F.linear(hidden_states, self.qkv.weight, self.qkv_bias())
+        qkv = qkv.reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         query, key, value = qkv.unbind(0)
+        if self.q_norm is not None or rope is not None:
+            query, key = self.position_queries_keys(query, key, rope)
+            qkv = None  # query and key are no longer views of it
         implementation = "eager" if output_attentions else self.config._attn_implementation
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         context, probs = attention(
@@ -340,15 +468,21 @@ class ViTAttention(nn.Module):
         context = context.reshape(batch, tokens, width)
         return self.proj_dropout(self.proj(context)), (probs if output_attentions else None)
 
-    def attend_from_cls(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def attend_from_cls(
+        self, hidden_states: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """The CLS token's query against every token's key and value: the same output row as `forward`, for
         1/T of the query projection and attention, when nothing reads the other tokens' outputs."""
         batch, tokens, width = hidden_states.shape
-        weight, bias = self.qkv.weight, self.qkv.bias  # rows: query, key, value
+        weight, bias = self.qkv.weight, self.qkv_bias()  # rows: query, key, value
         query = F.linear(hidden_states[:, :1], weight[:width], None if bias is None else bias[:width])
         key_value = F.linear(hidden_states, weight[width:], None if bias is None else bias[width:])
         query = query.view(batch, 1, self.num_heads, self.head_dim).transpose(1, 2)
         key, value = key_value.view(batch, tokens, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        if self.q_norm is not None:
+            query, key = self.q_norm(query), self.k_norm(key)
+        if rope is not None:  # the CLS query is a prefix token: only the patches' keys turn
+            key = apply_rotary(key, rope, self.rotary)
         probs = torch.matmul(query, key.transpose(-1, -2)).mul_(self.scale).softmax(dim=-1)  # (B, heads, 1, T)
         probs = F.dropout(probs, p=self.attention_dropout, training=self.training)
         context = torch.matmul(probs, value).transpose(1, 2).reshape(batch, 1, width)
@@ -363,20 +497,32 @@ INPLACE_ACTIVATIONS = {"gelu": torch.ops.aten.gelu_, "relu": torch.relu_}
 
 
 class ViTMLP(nn.Module):
-    def __init__(self, config: ViTConfig):
+    """fc1, activation, fc2; or with `mlp_type="glu"` a gated MLP: fc1 yields the gate and the up projection,
+    stacked, and act(gate) * up goes to fc2 (SwiGLU with silu). `plain` builds the ungated MLP whatever the config
+    (the attention-pooling head's)."""
+
+    def __init__(self, config: ViTConfig, plain: bool = False):
         super().__init__()
-        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.gated = config.mlp_type == "glu" and not plain
+        self.fc1 = nn.Linear(config.hidden_size, (2 if self.gated else 1) * config.intermediate_size)
         self.act = ACT2FN[config.hidden_act]
         self.act_inplace = INPLACE_ACTIVATIONS.get(config.hidden_act) if isinstance(config.hidden_act, str) else None
+        use_norm = config.mlp_norm and not plain
+        self.norm = nn.LayerNorm(config.intermediate_size, eps=config.layer_norm_eps) if use_norm else None
         self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         hidden_states = self.fc1(hidden_states)
-        if self.act_inplace is not None and not torch.is_grad_enabled():
+        if self.gated:
+            gate, up = hidden_states.chunk(2, dim=-1)
+            hidden_states = self.act(gate) * up
+        elif self.act_inplace is not None and not torch.is_grad_enabled():
             hidden_states = self.act_inplace(hidden_states)
         else:
             hidden_states = self.act(hidden_states)
+        if self.norm is not None:
+            hidden_states = self.norm(hidden_states)
         return self.dropout(self.fc2(hidden_states))
 
 
@@ -433,15 +579,60 @@ class ViTLayer(GradientCheckpointingLayer):
         self.drop_path = DropPath(drop_path)
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False, cls_only: bool = False
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, cls_only: bool = False,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`cls_only`: compute the CLS token's output alone, (B, 1, D) (see ViTModel's `pooled_only`)."""
-        attention_output, probs = self.attention(self.norm1(hidden_states), output_attentions, cls_only)
+        """`cls_only`: compute the CLS token's output alone, (B, 1, D) (see ViTModel's `pooled_only`). `rope`: the
+        rotary embedding's cos and sin for the patches, shared by every block."""
+        attention_output, probs = self.attention(self.norm1(hidden_states), output_attentions, cls_only, rope)
         if cls_only:
             hidden_states = hidden_states[:, :1]
         hidden_states = add_residual(hidden_states, self.drop_path(self.ls1(attention_output)))
         hidden_states = add_residual(hidden_states, self.drop_path(self.ls2(self.mlp(self.norm2(hidden_states)))))
         return hidden_states, probs
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pooling: the final tokens (B, T, D) -> the features the head reads (B, D), see `ViTConfig.pooling`
+
+
+class AttentionPooling(nn.Module):
+    """Multihead attention pooling (SigLIP's "MAP" head, timm's AttentionPoolLatent): a learned query attends over
+    all tokens, then an MLP refines the result with a residual connection."""
+
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        hidden = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = hidden // config.num_attention_heads
+        self.latent = nn.Parameter(torch.zeros(1, 1, hidden))
+        self.q = nn.Linear(hidden, hidden)
+        self.kv = nn.Linear(hidden, 2 * hidden)
+        self.proj = nn.Linear(hidden, hidden)
+        self.norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
+        self.mlp = ViTMLP(config, plain=True)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        batch, length, width = tokens.shape
+        query = self.q(self.latent.to(tokens.dtype)).expand(batch, -1, -1)
+        query = query.view(batch, 1, self.num_heads, self.head_dim).transpose(1, 2)
+        key, value = self.kv(tokens).view(batch, length, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        context = F.scaled_dot_product_attention(query, key, value)  # (B, heads, 1, head_dim)
+        pooled = self.proj(context.transpose(1, 2).reshape(batch, 1, width))
+        pooled = pooled + self.mlp(self.norm(pooled))
+        return pooled[:, 0]
+
+
+def pool(config: ViTConfig, tokens: torch.Tensor, pooler: AttentionPooling | None) -> torch.Tensor:
+    """The pooled features of the final tokens [CLS] [registers] [patches]: registers never take part."""
+    if config.pooling == "cls":
+        return tokens[:, 0]
+    if config.pooling == "map":
+        return pooler(tokens)
+    patch_mean = tokens[:, config.num_prefix_tokens:].mean(dim=1)
+    if config.pooling == "mean":
+        return patch_mean
+    return torch.cat([tokens[:, 0], patch_mean], dim=-1)  # "cls_mean"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -456,7 +647,7 @@ class ViTPreTrainedModel(PreTrainedModel):
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
     # FSDP and device_map keep each of these whole on one device.
-    _no_split_modules = ["ViTEmbeddings", "ViTLayer"]
+    _no_split_modules = ["ViTEmbeddings", "ViTLayer", "AttentionPooling"]
     _supports_sdpa = True
 
     def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
@@ -480,9 +671,11 @@ class ViTPreTrainedModel(PreTrainedModel):
         elif isinstance(module, LayerScale):
             init.constant_(module.gamma, module.init_value)
         elif isinstance(module, ViTEmbeddings):
-            init.trunc_normal_(module.cls_token, mean=0.0, std=std)
-            if module.position_embeddings is not None:
-                init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
+            for tokens in (module.cls_token, module.register_tokens, module.position_embeddings):
+                if tokens is not None:
+                    init.trunc_normal_(tokens, mean=0.0, std=std)
+        elif isinstance(module, AttentionPooling):
+            init.trunc_normal_(module.latent, mean=0.0, std=std)
 
 
 class ViTModel(ViTPreTrainedModel):
@@ -494,8 +687,14 @@ class ViTModel(ViTPreTrainedModel):
         depth = config.num_hidden_layers
         # Stochastic depth grows linearly with depth: early blocks are kept more often.
         rates = [config.drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.rotary = RotaryEmbedding(config) if config.rotary_embedding is not None else None
+        self.norm_pre = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.norm_pre else None
         self.layers = nn.ModuleList([ViTLayer(config, rate) for rate in rates])
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        # The final LayerNorm, on every token or (fc_norm) on the pooled features only.
+        final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm = nn.Identity() if config.fc_norm else final_norm
+        self.pooler = AttentionPooling(config) if config.pooling == "map" else None
+        self.fc_norm = final_norm if config.fc_norm else None
         self.post_init()
 
     def get_input_embeddings(self) -> PatchEmbedding:
@@ -525,22 +724,25 @@ class ViTModel(ViTPreTrainedModel):
         weight = self.embeddings.patch_embeddings.projection
         dtype = next(weight.parameters()).dtype
         hidden_states = self.embeddings(pixel_values.to(dtype), interpolate_pos_encoding)
+        if self.norm_pre is not None:
+            hidden_states = self.norm_pre(hidden_states)
+        grid = (pixel_values.shape[-2] // config.patch_size, pixel_values.shape[-1] // config.patch_size)
+        rope = self.rotary(grid, hidden_states.device) if self.rotary is not None else None
 
         all_hidden_states = [hidden_states] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
         for index, layer in enumerate(self.layers):
             last = index == len(self.layers) - 1
-            hidden_states, probs = layer(hidden_states, output_attentions, cls_only=cls_only and last)
+            hidden_states, probs = layer(hidden_states, output_attentions, cls_only=cls_only and last, rope=rope)
             if output_hidden_states:
                 all_hidden_states.append(hidden_states)
             if output_attentions:
                 all_attentions.append(probs)
 
         sequence_output = self.layernorm(hidden_states)
-        if self.config.pooling == "cls":
-            pooled_output = sequence_output[:, 0]
-        else:
-            pooled_output = sequence_output[:, 1:].mean(dim=1)
+        pooled_output = pool(config, sequence_output, self.pooler)
+        if self.fc_norm is not None:
+            pooled_output = self.fc_norm(pooled_output)
 
         hidden_states_out = tuple(all_hidden_states) if output_hidden_states else None
         attentions_out = tuple(all_attentions) if output_attentions else None
@@ -563,7 +765,7 @@ class ViTForImageClassification(ViTPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.vit = ViTModel(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.classifier = nn.Linear(config.pooled_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
     def forward(
@@ -613,20 +815,21 @@ class ViTForImageClassification(ViTPreTrainedModel):
     # ---- what the model knows about its own parameters (asked by the optimizer builder and the converters) ----
 
     def no_weight_decay(self) -> set[str]:
-        """Names of the parameters that take no weight decay: 1-D tensors (norms, biases, LayerScale), the CLS
-        token and the position table. Decaying them only pulls them towards zero (timm, BEiT, DeiT)."""
-        return {name for name, parameter in self.named_parameters()
-                if parameter.ndim <= 1 or name.endswith(("cls_token", "position_embeddings"))}
+        """Names of the parameters that take no weight decay: 1-D tensors (norms, biases, LayerScale), the CLS and
+        register tokens, the position table and the pooling query. Decaying them only pulls them towards zero (timm,
+        BEiT, DeiT)."""
+        tokens = ("cls_token", "register_tokens", "position_embeddings", "pooler.latent")
+        return {name for name, parameter in self.named_parameters() if parameter.ndim <= 1 or name.endswith(tokens)}
 
     def num_layer_ids(self) -> int:
         """How many depths `layer_id` tells apart: the embeddings, each block, and the final norm with the head."""
         return self.config.num_hidden_layers + 2
 
     def layer_id(self, name: str) -> int:
-        """The depth of a parameter, for layer-wise learning-rate decay (BEiT): 0 for the embeddings, i + 1 for
-        block i, `num_layer_ids() - 1` for the final norm and the head."""
+        """The depth of a parameter, for layer-wise learning-rate decay (BEiT): 0 for the embeddings (and the norm
+        before the blocks), i + 1 for block i, `num_layer_ids() - 1` for the final norm, the pooling and the head."""
         parts = name.split(".")
-        if parts[:2] == ["vit", "embeddings"]:
+        if parts[:2] in (["vit", "embeddings"], ["vit", "norm_pre"]):
             return 0
         if parts[:2] == ["vit", "layers"]:
             return int(parts[2]) + 1
@@ -646,7 +849,7 @@ class ViTForImageClassification(ViTPreTrainedModel):
             self.classifier = nn.Identity()
             return
         parameter = next(self.parameters())
-        self.classifier = nn.Linear(self.config.hidden_size, self.num_labels).to(parameter.device, parameter.dtype)
+        self.classifier = nn.Linear(self.config.pooled_size, self.num_labels).to(parameter.device, parameter.dtype)
         init.trunc_normal_(self.classifier.weight, mean=0.0, std=self.config.initializer_range)
         init.zeros_(self.classifier.bias)
 

@@ -56,17 +56,32 @@ def build_model(
     model = ViTForImageClassification(config)
     state_dict = dict(state_dict)
     key = "vit.embeddings.position_embeddings"
-    if key in state_dict and model.vit.embeddings.position_embeddings is not None:
-        grid = model.vit.embeddings.grid
-        if state_dict[key].shape != model.vit.embeddings.position_embeddings.shape:
-            logger.info("resizing position embeddings of %s to a %dx%d patch grid", source, *grid)
-            state_dict[key] = resize_position_table(state_dict[key], grid)
+    embeddings = model.vit.embeddings
+    if key in state_dict and embeddings.position_embeddings is not None:
+        grid = embeddings.grid
+        if state_dict[key].shape != embeddings.position_embeddings.shape:
+            logger.info("resizing position embeddings of %s to a %dx%d patch grid (%s)", source, *grid,
+                        config.position_interpolation)
+            state_dict[key] = resize_position_table(state_dict[key], grid, prefix_rows=embeddings.prefix_rows,
+                                                    mode=config.position_interpolation)
+    # A head for features of another width (pooling "cls_mean" vs the others) cannot be kept: it starts fresh.
+    shapes = {name: tensor.shape for name, tensor in model.state_dict().items()}
+    state_dict = {name: value for name, value in state_dict.items()
+                  if not (name in model.classifier_keys() and value.shape != shapes[name])}
+    # A pooling other than the weights' (`pooling` is overridable): a new attention-pooling head starts fresh, and
+    # one the model no longer has is left out.
+    pooler = {name for name in model.state_dict() if name.startswith("vit.pooler.")}
+    source_pooler = {name for name in state_dict if name.startswith("vit.pooler.")}
+    if pooler and not source_pooler:
+        logger.warning("%s has no attention-pooling head: it is newly initialised and must be trained", source)
+    elif source_pooler and not pooler:
+        state_dict = {name: value for name, value in state_dict.items() if name not in source_pooler}
     try:
         missing, unexpected = model.load_state_dict(state_dict, strict=False)
     except RuntimeError as error:  # shapes that differ: say it as for names that do
         raise ValueError(f"weights of {source} do not fit the model: {error}") from error
     head = model.classifier_keys()
-    without_head = sorted(set(missing) - head)
+    without_head = sorted(set(missing) - head - (pooler if not source_pooler else set()))
     if without_head or unexpected:
         raise ValueError(f"weights of {source} do not fit the model: missing {without_head}, unexpected {unexpected}")
     has_head = bool(head) and not head & set(missing)
