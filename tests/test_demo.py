@@ -35,7 +35,8 @@ LABELS = ["cat", "dog", "bird"]
 
 
 def make_model_folder(folder: Path, *, num_channels: int = 3, pooling: str = "cls",
-                      patch_embedding: str = "patch", image_size: int = 32, patch_size: int = 8) -> Path:
+                      patch_embedding: str = "patch", image_size: int = 32, patch_size: int = 8,
+                      **options) -> Path:
     """A tiny random-weight vit-finetune model folder, laid out as training writes it, with examples."""
     from transformers import ViTImageProcessor
 
@@ -45,6 +46,7 @@ def make_model_folder(folder: Path, *, num_channels: int = 3, pooling: str = "cl
         image_size=image_size, patch_size=patch_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, num_channels=num_channels, pooling=pooling, patch_embedding=patch_embedding,
         num_labels=len(LABELS), id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)},
+        **options,
     )
     torch.manual_seed(0)
     vit_finetune.ViTForImageClassification(config).save_pretrained(folder)
@@ -319,6 +321,8 @@ def test_patch_grid() -> None:
     assert patch_grid(18, 32, 32, 8) == (2, 4, 4)  # DeiT: CLS + distillation token
     assert patch_grid(33, 32, 64, 8) == (1, 4, 8)
     assert patch_grid(50, 28, 28, None) == (1, 7, 7)  # no patch size: square grid
+    assert patch_grid(16, 32, 32, 8) == (0, 4, 4)  # SigLIP: patches only
+    assert patch_grid(21, 32, 32, 8) == (5, 4, 4)  # CLS + 4 registers
     with pytest.raises(ValueError, match="grid"):
         patch_grid(8, 28, 28, None)
 
@@ -373,6 +377,21 @@ def test_grayscale_mean_pooled_conv_stem_model(tmp_path: Path) -> None:
     (prediction,) = classifier.predict([image], top_k=3)
     assert prediction.heatmap.shape == (7, 7)
     assert set(prediction.probabilities) == set(LABELS)
+
+
+@pytest.mark.parametrize("options", [
+    dict(num_register_tokens=4, layerscale_init=1e-5, pooling="cls_mean"),  # DINOv2 with registers
+    dict(class_token=False, pooling="map", class_position_embedding=False),  # SigLIP: no CLS token
+    dict(num_register_tokens=2, position_embedding="none", rotary_embedding="dinov3", key_bias=False),  # DINOv3
+])
+def test_register_and_cls_free_models_map_the_patches_only(tmp_path: Path, options: dict) -> None:
+    """Registers take attention (they soak it up: that is what they are for) but are not image regions: the map
+    covers the patch grid alone, and a model without a CLS token is drawn from its patch tokens."""
+    folder = make_model_folder(tmp_path / "m", **options)
+    classifier = load_model(str(folder), device="cpu")
+    (prediction,) = classifier.predict([pattern_image(3)], top_k=2)
+    assert prediction.heatmap.shape == (4, 4)
+    assert prediction.heatmap.min() == 0.0 and prediction.heatmap.max() == 1.0
 
 
 def test_a_bfloat16_checkpoint_gets_bfloat16_inputs(classifier: Classifier, model_folder: Path,

@@ -39,6 +39,16 @@ def tiny(**overrides) -> ViTConfig:
         (dict(drop_path_rate=1.5), "drop_path_rate"),
         (dict(patch_embedding="conv", patch_size=6, image_size=36), "patch_size"),
         (dict(patch_embedding="conv", conv_stem_depth=0), "conv_stem_depth"),
+        (dict(class_token=False), "pooling"),  # CLS pooling without a CLS token
+        (dict(class_token=False, pooling="cls_mean"), "pooling"),
+        (dict(fc_norm=True, pooling="map"), "fc_norm"),
+        (dict(position_embedding="none"), "position_embedding"),  # no position information at all
+        (dict(rotary_embedding="dinov3", hidden_size=36, num_attention_heads=2), "rotary_embedding"),  # head 18
+        (dict(rotary_embedding="rope2d"), "rotary_embedding"),
+        (dict(mlp_type="moe"), "mlp_type"),
+        (dict(position_interpolation="nearest"), "position_interpolation"),
+        (dict(num_register_tokens=-1), "num_register_tokens"),
+        (dict(rotary_embedding="eva02", rotary_reference_grid=0), "rotary_reference_grid"),
     ],
 )
 def test_impossible_config_names_the_field(fields, field_name):
@@ -270,6 +280,99 @@ def test_cls_pooled_classifier_computes_only_the_cls_token_in_the_last_block(aut
     assert seen["mean"] == (4, 17, 32)
 
 
+# The options of each 2024-2026 family (as its importer sets them), on the tiny shape.
+FAMILIES = {
+    "dinov2_registers": dict(num_register_tokens=4, layerscale_init=1e-5, pooling="cls_mean",
+                             position_interpolation="bicubic_antialias"),
+    "dinov3": dict(num_register_tokens=4, position_embedding="none", rotary_embedding="dinov3", rotary_theta=100.0,
+                   key_bias=False, layerscale_init=1e-5, mlp_type="glu", hidden_act="silu"),
+    "siglip": dict(class_token=False, class_position_embedding=False, pooling="map", hidden_act="gelu_pytorch_tanh"),
+    "clip": dict(norm_pre=True, fc_norm=True, hidden_act="quick_gelu"),
+    "eva02": dict(rotary_embedding="eva02", rotary_reference_grid=4, key_bias=False, mlp_type="glu", mlp_norm=True,
+                  hidden_act="silu"),
+    "qk_norm": dict(qk_norm=True, class_position_embedding=False),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("autocast", [False, True])
+def test_family_options_cls_only_path_and_kernels_agree(family, autocast):
+    """For every family's options: the CLS-only last block (registers and rotary keys included) gives the logits
+    and gradients of the full computation, and the three attention kernels agree."""
+    torch.manual_seed(0)
+    options = FAMILIES[family]
+    pooling = options.get("pooling", "cls")
+    config = tiny(num_hidden_layers=3, **options)
+    pixels, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    full, fast = ViTForImageClassification(config), ViTForImageClassification(config)
+    fast.load_state_dict(full.state_dict())
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        full_out = full(pixels, labels=labels, output_hidden_states=True)
+        fast_out = fast(pixels, labels=labels)
+    full_out.loss.backward()
+    fast_out.loss.backward()
+    tolerance = dict(atol=2e-2, rtol=2e-2) if autocast else dict(atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(fast_out.logits, full_out.logits, **tolerance)
+    for (name, got), want in zip(fast.named_parameters(), full.parameters(), strict=True):
+        torch.testing.assert_close(got.grad, want.grad, **tolerance, msg=name)
+    tokens = 16 + config.num_prefix_tokens
+    assert full_out.hidden_states[-1].shape == (4, tokens, 32)
+    assert full.vit(pixels).pooler_output.shape == (4, 64 if pooling == "cls_mean" else 32)
+    if not autocast:
+        full.eval()
+        with torch.no_grad():
+            outputs = {}
+            for implementation in ("vit_cpu_fast", "sdpa", "eager"):
+                full.set_attn_implementation(implementation)
+                outputs[implementation] = full(pixels).logits
+        torch.testing.assert_close(outputs["sdpa"], outputs["eager"], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(outputs["vit_cpu_fast"], outputs["eager"], atol=1e-5, rtol=1e-4)
+
+
+def test_a_key_without_bias_stays_without_bias():
+    """DINOv3 and EVA-02 have no key bias: training, or a checkpoint with a nonzero one, cannot give it one."""
+    torch.manual_seed(0)
+    model = ViTForImageClassification(tiny(**FAMILIES["dinov3"]))
+    attention = model.vit.layers[0].attention
+    width = 32
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        attention.qkv.bias.normal_()  # as a foreign checkpoint might hold
+        before = model(pixels).logits
+        attention.qkv.bias[width:2 * width] += 5.0  # only the key slice changes: with rotary keys it would count
+        after = model(pixels).logits
+    torch.testing.assert_close(before, after)
+    model(pixels, labels=torch.tensor([0, 1])).loss.backward()
+    assert attention.qkv.bias.grad[width:2 * width].abs().max() == 0
+    assert attention.qkv.bias.grad[:width].abs().max() > 0
+
+
+def test_rotary_models_change_resolution_without_interpolation():
+    """Rotary positions have no table: another resolution just runs (DINOv3 is trained at several); a model with a
+    learned table asks for interpolate_pos_encoding."""
+    torch.manual_seed(0)
+    model = ViTForImageClassification(tiny(**FAMILIES["dinov3"])).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 48, 32)).logits.shape == (2, 3)
+        out = model.vit(torch.randn(1, 3, 48, 48)).last_hidden_state
+    assert out.shape == (1, 4 + 1 + 36, 32)
+    # The angles depend on the grid (patch centres are normalised per axis): not a cropped larger grid.
+    small, large = model.vit.rotary((4, 4), torch.device("cpu")), model.vit.rotary((6, 6), torch.device("cpu"))
+    assert not torch.allclose(small[0], large[0][:16])
+
+
+def test_family_parameters_know_their_groups():
+    """Register tokens and the pooling query take no weight decay; norm_pre goes with the embeddings and the
+    attention pooling with the head for layer decay."""
+    model = ViTForImageClassification(tiny(num_register_tokens=2, pooling="map", norm_pre=True))
+    no_decay = model.no_weight_decay()
+    assert {"vit.embeddings.register_tokens", "vit.pooler.latent"} <= no_decay
+    assert "vit.pooler.q.weight" not in no_decay
+    last = model.num_layer_ids() - 1
+    assert model.layer_id("vit.norm_pre.weight") == 0
+    assert model.layer_id("vit.pooler.kv.weight") == last == model.layer_id("classifier.weight")
+
+
 def test_gradient_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
     pixels, labels = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
@@ -348,6 +451,9 @@ def test_remote_code_files_import_only_torch_and_transformers():
 def test_saved_folder_loads_where_vit_finetune_cannot_be_imported(tmp_path):
     torch.manual_seed(0)
     model = ViTForImageClassification(tiny(position_embedding="sincos", pooling="mean")).eval()
+    # And a model with the recent families' options: they must travel in the remote code too.
+    modern = ViTForImageClassification(tiny(**FAMILIES["dinov3"], qk_norm=True, norm_pre=True)).eval()
+    modern.save_pretrained(tmp_path / "modern")
     model.save_pretrained(tmp_path)
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForImageClassification"] == "modeling_vit.ViTForImageClassification"
@@ -371,6 +477,10 @@ def test_saved_folder_loads_where_vit_finetune_cannot_be_imported(tmp_path):
         pixels = torch.load({str(tmp_path / "pixels.pt")!r}, weights_only=True)
         with torch.no_grad():
             torch.save(model(pixels).logits, {str(tmp_path / "logits.pt")!r})
+        modern = AutoModelForImageClassification.from_pretrained({str(tmp_path / "modern")!r},
+                                                                 trust_remote_code=True).eval()
+        with torch.no_grad():
+            torch.save(modern(pixels).logits, {str(tmp_path / "modern_logits.pt")!r})
     """)
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
@@ -378,6 +488,9 @@ def test_saved_folder_loads_where_vit_finetune_cannot_be_imported(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     logits = torch.load(tmp_path / "logits.pt", weights_only=True)
     torch.testing.assert_close(logits, expected.detach())
+    with torch.no_grad():
+        modern_expected = modern(pixels).logits
+    torch.testing.assert_close(torch.load(tmp_path / "modern_logits.pt", weights_only=True), modern_expected)
 
 
 def test_import_stays_light():

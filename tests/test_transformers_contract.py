@@ -49,10 +49,11 @@ class ViTModelTester:
         self.is_training = is_training
         self.use_labels = use_labels
         self.options = options
-        self.seq_length = (image_size // patch_size) ** 2 + 1  # the patches and the CLS token
+        # The patches, the CLS token and any registers.
+        self.seq_length = (image_size // patch_size) ** 2 + ViTConfig(**options).num_prefix_tokens
         # Exporting with a symbolic image size needs the learned table resized to the grid (the sincos one is
         # computed for any grid).
-        if options.get("position_embedding", "learned") == "learned":
+        if options.get("position_embedding", "learned") == "learned":  # rotary positions need nothing
             self.export_forward_kwargs = {"interpolate_pos_encoding": True}
 
     def get_config(self) -> ViTConfig:
@@ -132,3 +133,16 @@ class ViTAllOptionsModelTest(ViTModelTest):
     """The common tests with every option of ViTConfig on."""
 
     options = ALL_OPTIONS
+
+
+# The options of the 2024-2026 backbones at once: DINOv3's registers, rotary positions and key without bias,
+# a SwiGLU MLP (DINOv2-giant, EVA-02), qk_norm, CLIP's norm before the blocks and SigLIP's attention pooling.
+MODERN_OPTIONS = dict(num_register_tokens=2, position_embedding="none", rotary_embedding="dinov3", rotary_theta=100.0,
+                      key_bias=False, layerscale_init=1e-5, mlp_type="glu", hidden_act="silu", qk_norm=True,
+                      norm_pre=True, pooling="map")
+
+
+class ViTModernOptionsModelTest(ViTModelTest):
+    """The common tests for a variant with registers, rotary positions, a gated MLP and attention pooling."""
+
+    options = MODERN_OPTIONS

@@ -417,9 +417,7 @@ class ViTAttention(nn.Module):
         if config.qkv_bias and not config.key_bias:
             # The bias rows of the keys are multiplied by zero: held at zero whatever the optimizer or a checkpoint
             # does. (Without rotary positions a key bias cannot change attention: q.b is the same for every key.)
-            mask = torch.ones(3 * config.hidden_size)
-            mask[config.hidden_size : 2 * config.hidden_size] = 0
-            self.register_buffer("key_bias_mask", mask, persistent=False)
+            self.register_buffer("key_bias_mask", self.make_key_bias_mask(), persistent=False)
         else:
             self.key_bias_mask = None
         self.q_norm = nn.LayerNorm(self.head_dim, eps=config.layer_norm_eps) if config.qk_norm else None
@@ -428,6 +426,10 @@ class ViTAttention(nn.Module):
         self.attention_dropout = config.attention_probs_dropout_prob
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def make_key_bias_mask(self) -> torch.Tensor:
+        width = self.config.hidden_size
+        return torch.cat([torch.ones(width), torch.zeros(width), torch.ones(width)])
 
     def qkv_bias(self) -> torch.Tensor | None:
         bias = self.qkv.bias
@@ -676,6 +678,9 @@ class ViTPreTrainedModel(PreTrainedModel):
                     init.trunc_normal_(tokens, mean=0.0, std=std)
         elif isinstance(module, AttentionPooling):
             init.trunc_normal_(module.latent, mean=0.0, std=std)
+        elif isinstance(module, ViTAttention) and module.key_bias_mask is not None:
+            # A non-persistent buffer: from_pretrained creates it empty (meta device) and relies on this.
+            init.copy_(module.key_bias_mask, module.make_key_bias_mask())
 
 
 class ViTModel(ViTPreTrainedModel):

@@ -1,5 +1,5 @@
 """transformers' ViT (`google/vit-*`, `ViTModel`, `ViTForImageClassification`) onto our model: its config onto a
-`ViTConfig`, its weights onto our names.
+`ViTConfig`, its weights onto our names (and back: `state_dict_to_transformers`, for `vit-finetune export`).
 
 Our layout (fused qkv, as timm) differs from transformers' (separate q, k, v), so transformers weights are
 concatenated; transformers 5 names the same weights differently in memory (`vit.layers.N.attention.q_proj`)
@@ -9,6 +9,7 @@ and on disk (`vit.encoder.layer.N.attention.attention.query`), and both are acce
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -98,6 +99,41 @@ def state_dict_from_transformers(state_dict: dict[str, torch.Tensor]) -> dict[st
         if set(parts) != {"q", "k", "v"}:
             raise ValueError(f"layer {index} lacks one of query/key/value {kind}")
         out[f"vit.layers.{index}.attention.qkv.{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return out
+
+
+def state_dict_to_transformers(state_dict: dict[str, torch.Tensor], names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """The inverse of `state_dict_from_transformers`: our weights under `names`, the state-dict keys of the
+    transformers ViT to fill (either naming; the target model's own keys, so its version decides), read off the
+    same name table. Fused qkv is split back into query, key and value. Raises ValueError for a target name the
+    table does not know and for any weight of ours left over (a part the transformers ViT has no place for)."""
+    out: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+    for key in names:
+        match = _TRANSFORMERS_LAYER.match(key)
+        part = None
+        if match:
+            index, name, kind = int(match.group(1)), match.group(2), match.group(3)
+            if name not in _TRANSFORMERS_LAYER_NAMES:
+                raise ValueError(f"unexpected transformers ViT weight {key!r}")
+            ours = _TRANSFORMERS_LAYER_NAMES[name]
+            if ours in ("attention.q", "attention.k", "attention.v"):
+                source, part = f"vit.layers.{index}.attention.qkv.{kind}", "qkv".index(ours[-1])
+            else:
+                source = f"vit.layers.{index}.{ours}.{kind}"
+        else:
+            bare = key.removeprefix("vit.")
+            if not bare.startswith(("embeddings.", "layernorm.", "classifier.")) or "mask_token" in bare:
+                raise ValueError(f"unexpected transformers ViT weight {key!r}")
+            source = bare if bare.startswith("classifier.") else f"vit.{bare}"
+        if source not in state_dict:
+            raise ValueError(f"transformers ViT weight {key!r} needs {source!r}, which the model does not have")
+        tensor = state_dict[source]
+        out[key] = tensor.chunk(3)[part].clone() if part is not None else tensor
+        used.add(source)
+    left_over = sorted(set(state_dict) - used)
+    if left_over:
+        raise ValueError(f"the transformers ViT has no place for these weights: {left_over}")
     return out
 
 

@@ -44,13 +44,14 @@ def attention_rollout(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
 def patch_grid(num_tokens: int, height: int, width: int, patch_size: int | None) -> tuple[int, int, int]:
     """Return (prefix tokens, grid rows, grid columns) for a sequence of `num_tokens` tokens.
 
-    Prefix tokens (CLS, DeiT's distillation token) come first; the rest are patches in row-major
-    order. Uses the patch size when it explains the token count, else assumes one CLS token and a
-    grid with the image's aspect ratio (e.g. a convolutional stem with a different stride).
+    Prefix tokens (CLS, register tokens, DeiT's distillation token; none in SigLIP) come first; the
+    rest are patches in row-major order. Uses the patch size when it explains the token count, else
+    assumes one CLS token and a grid with the image's aspect ratio (e.g. a convolutional stem with a
+    different stride).
     """
     if patch_size:
         rows, cols = height // patch_size, width // patch_size
-        if 0 < rows * cols < num_tokens:
+        if 0 < rows * cols <= num_tokens:
             return num_tokens - rows * cols, rows, cols
     patches = num_tokens - 1
     rows = max(1, round(math.sqrt(patches * height / width)))
@@ -69,9 +70,10 @@ def attention_map(
 ) -> np.ndarray:
     """One (B, rows, cols) map per image in [0, 1]: how much the prediction drew on each patch.
 
-    `grid` comes from `patch_grid`. The prediction reads the CLS token (`pooling="cls"`) or the
-    mean of the patch tokens (`pooling="mean"`), so we take that token's row, or the mean of those
-    rows, from the rollout (or from the last layer's head-averaged attention).
+    `grid` comes from `patch_grid`. The prediction reads the CLS token (`pooling="cls"`), the
+    patch tokens (`"mean"`, `"map"`) or both (`"cls_mean"`), so we take that token's row, the mean of
+    those rows, or both averaged, from the rollout (or from the last layer's head-averaged attention).
+    Prefix tokens other than the CLS token (registers) are never drawn.
     """
     prefix, rows, cols = grid
     if method == "rollout":
@@ -80,7 +82,13 @@ def attention_map(
         mixing = attentions[-1].float().mean(dim=1)
     else:
         raise ValueError(f"Unknown attention method {method!r}; use one of {list(ATTENTION_METHODS)}.")
-    query = mixing[:, prefix:, :].mean(dim=1) if pooling == "mean" else mixing[:, 0, :]
+    patch_rows = mixing[:, prefix:, :].mean(dim=1)
+    if pooling in ("mean", "map"):  # both read the patch tokens (attention pooling's own query is not a token)
+        query = patch_rows
+    elif pooling == "cls_mean":  # the CLS token and the patch mean, side by side
+        query = (mixing[:, 0, :] + patch_rows) / 2
+    else:
+        query = mixing[:, 0, :]
     maps = query[:, prefix:].reshape(-1, rows, cols)
     # Stretch each map to [0, 1]: the absolute values are small and similar, the contrast matters.
     low = maps.amin(dim=(1, 2), keepdim=True)

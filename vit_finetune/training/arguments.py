@@ -24,6 +24,10 @@ from ..configuration_vit import ViTConfig
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
 EVAL_STRATEGIES = ("no", "epoch", "steps")
 BEST_METRICS = ("accuracy", "top5_accuracy", "f1_macro", "loss")
+FINETUNE_METHODS = ("full", "linear_probe", "lora")
+LORA_TARGET_MODULES = ("attention.qkv", "attention.proj")
+SAMPLERS = ("random", "balanced")
+CLASS_WEIGHTS = ("none", "balanced")
 TRACKERS = ("none", "all", "tensorboard", "trackio", "wandb", "comet_ml", "mlflow", "aim", "clearml", "dvclive")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay")
@@ -95,6 +99,28 @@ class _ModelArgumentsMethods:
             raise ConfigError("image_mean and image_std go together: give both or neither")
         if self.image_std is not None and any(s <= 0 for s in self.image_std):
             raise ConfigError(f"image_std must be positive, got {self.image_std}")
+        self._check_finetune_method()
+
+    def _check_finetune_method(self) -> None:
+        if self.finetune not in FINETUNE_METHODS:
+            raise ConfigError(f"finetune must be one of {', '.join(FINETUNE_METHODS)}; got {self.finetune!r}")
+        if self.freeze_backbone:  # the older flag: a linear probe by another name
+            if self.finetune == "lora":
+                raise ConfigError("freeze_backbone (a linear probe) and finetune lora contradict each other: "
+                                  "choose one --finetune method")
+            self.finetune = "linear_probe"
+        self.freeze_backbone = self.finetune == "linear_probe"  # so training_args.json says it both ways
+        if self.finetune != "lora":
+            return
+        if not self.model_name_or_path:
+            raise ConfigError("finetune lora adapts pretrained weights: it needs model_name_or_path (from scratch, "
+                              "use --finetune full)")
+        if self.lora_r < 1 or self.lora_alpha <= 0:
+            raise ConfigError(f"lora_r must be >= 1 and lora_alpha > 0, got {self.lora_r} and {self.lora_alpha}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if not self.lora_target_modules:
+            raise ConfigError("lora_target_modules is empty: name at least one module (e.g. attention.qkv)")
 
 
 _SOURCE_FIELDS = [
@@ -105,8 +131,29 @@ _SOURCE_FIELDS = [
     ("model_revision", str | None, field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})),
 ]
 _HOW_TO_TRAIN_FIELDS = [
+    ("finetune", str, field(
+        default="full", metadata={"help": f"Which weights train: {', '.join(FINETUNE_METHODS)}. full: all of them; "
+                                  "linear_probe: the classification head alone; lora: low-rank adapters (peft) on "
+                                  "--lora_target_modules plus the head in full (needs model_name_or_path)."})),
     ("freeze_backbone", bool, field(
-        default=False, metadata={"help": "Train only the classification head (a linear probe)."})),
+        default=False, metadata={"help": "Older name of --finetune linear_probe (train only the classification "
+                                 "head); true sets finetune to linear_probe."})),
+    ("lora_r", int, field(default=16, metadata={"help": "LoRA rank (--finetune lora)."})),
+    ("lora_alpha", int, field(
+        default=16, metadata={"help": "LoRA scaling numerator: the update is scaled by lora_alpha / lora_r."})),
+    ("lora_dropout", float, field(default=0.1, metadata={"help": "Dropout on the LoRA branch's input."})),
+    ("lora_target_modules", list[str], field(
+        default_factory=lambda: list(LORA_TARGET_MODULES),
+        metadata={"help": "Modules that get LoRA adapters, by the end of their name (default: the fused qkv and the "
+                  "attention output projection; e.g. add mlp.fc1 mlp.fc2)."})),
+    ("lora_modules_to_save", list[str], field(
+        default_factory=lambda: ["classifier"],
+        metadata={"help": "Modules trained in full beside the adapters and saved with them (default: the new "
+                  "classification head)."})),
+    ("merge_lora", bool, field(
+        default=True, metadata={"help": "With --finetune lora, also write the model with the adapters merged into "
+                                "its weights (a plain model folder); the adapter alone goes to adapter/. "
+                                "--no_merge_lora: the output folder holds the adapter only."})),
     ("image_mean", list[float] | None, field(
         default=None, metadata={"help": "Normalisation mean per channel (default: the source model's, else 0.5)."})),
     ("image_std", list[float] | None, field(
@@ -178,6 +225,34 @@ class TrainingArguments:
     run_name: str | None = field(
         default=None, metadata={"help": "Tracker project/run name (default: output_dir's name)."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "Data loading worker processes."})
+    # Fine-tuning methods (docs/finetuning.md)
+    freeze_epochs: int = field(
+        default=0, metadata={"help": "Staged unfreezing: train the head alone for N epochs, then everything, each "
+                             "stage with its own warm-up and decay (--finetune full only)."})
+    ema_decay: float | None = field(
+        default=None, metadata={"help": "Keep an exponential moving average of the weights with this decay "
+                                "(e.g. 0.9998, timm's ModelEmaV3); it is evaluated beside the raw weights and the "
+                                "better one is exported."})
+    ema_warmup: bool = field(
+        default=True, metadata={"help": "Warm the EMA decay up from 0 (1 - (1 + step)^-2/3, capped at ema_decay), "
+                                "so early weights are not averaged in for long."})
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "Stop after this many evaluations without metric_for_best_model "
+                                "improving by more than early_stopping_threshold."})
+    early_stopping_threshold: float = field(
+        default=0.0, metadata={"help": "How much metric_for_best_model must improve to reset the patience."})
+    class_weights: str = field(
+        default="none", metadata={"help": "none, or balanced: weight the training loss of each class by "
+                                  "n / (classes * n_class) (inverse frequency)."})
+    sampler: str = field(
+        default="random", metadata={"help": "random (each image once per epoch), or balanced: draw images with "
+                                    "probability inversely proportional to their class's frequency."})
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Recompute each block's activations in the backward pass: less memory, "
+                                 "about a third more compute."})
+    torch_compile: bool = field(
+        default=False, metadata={"help": "Compile the model with torch.compile (inductor); off by default (slower "
+                                 "on the CPU, measured)."})
 
     def __post_init__(self) -> None:
         check_finite(self)
@@ -185,7 +260,7 @@ class TrainingArguments:
             raise ConfigError("output_dir is required")
         self._check_ranges()
         choices = {"lr_scheduler_type": SCHEDULERS, "eval_strategy": EVAL_STRATEGIES,
-                   "metric_for_best_model": BEST_METRICS}
+                   "metric_for_best_model": BEST_METRICS, "sampler": SAMPLERS, "class_weights": CLASS_WEIGHTS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
@@ -230,6 +305,17 @@ class TrainingArguments:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
             raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.freeze_epochs < 0:
+            raise ConfigError(f"freeze_epochs must be >= 0, got {self.freeze_epochs}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.early_stopping_patience is not None:
+            if self.early_stopping_patience < 1:
+                raise ConfigError(f"early_stopping_patience must be >= 1, got {self.early_stopping_patience}")
+            if self.eval_strategy == "no":
+                raise ConfigError("early_stopping_patience counts evaluations: it needs eval_strategy epoch or steps")
+        if self.early_stopping_threshold < 0:
+            raise ConfigError(f"early_stopping_threshold must be >= 0, got {self.early_stopping_threshold}")
 
     def trackers(self) -> list[str]:
         return [t.strip() for t in (self.report_to or "none").split(",") if t.strip()]
@@ -243,11 +329,15 @@ def parse_train_arguments(argv: list[str]) -> tuple[Any, Any, TrainingArguments]
     from ..data import DataArguments
 
     try:
-        return parse_arguments(argv, (ModelArguments, DataArguments, TrainingArguments))
+        model_args, data_args, args = parse_arguments(argv, (ModelArguments, DataArguments, TrainingArguments))
     except ConfigError:
         raise
     except ValueError as error:  # a dataclass __post_init__ (data arguments, ViTConfig) rejected a value
         raise ConfigError(str(error)) from error
+    if args.freeze_epochs and model_args.finetune != "full":
+        raise ConfigError(f"freeze_epochs trains the head alone, then everything: it needs --finetune full, not "
+                          f"{model_args.finetune}")
+    return model_args, data_args, args
 
 
 def resolved_arguments(*groups: Any) -> dict[str, Any]:

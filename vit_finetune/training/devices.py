@@ -33,8 +33,17 @@ def training_accelerator(args: Any, output_dir: Path) -> Any:
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 
+    handlers = []
+    if args.freeze_epochs:
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        # Staged unfreezing: the frozen backbone gets no gradients, which DDP must be told to expect.
+        handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
     accelerator = Accelerator(
         **accelerator_kwargs(args.use_cpu, args.mixed_precision),
+        kwargs_handlers=handlers or None,
+        # --torch_compile: Accelerate compiles the model in prepare() (inductor) and unwraps it for saving.
+        dynamo_backend="inductor" if args.torch_compile else None,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=[t for t in args.trackers() if t != "none"] or None,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),

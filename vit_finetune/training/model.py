@@ -1,5 +1,6 @@
 """The model to train: built from a config (from scratch), or loaded from one of our folders or a transformers /
-timm ViT, then given the dataset's labels, its normalisation and (for a linear probe) a frozen backbone."""
+timm ViT, then given the dataset's labels, its normalisation and (for a linear probe) a frozen backbone; then the
+memory and speed switches (gradient checkpointing; torch.compile is Accelerate's, in devices.py)."""
 
 from __future__ import annotations
 
@@ -68,13 +69,21 @@ def prepare_model(model: Any, model_args: Any, id2label: dict[int, str], source_
     if len(mean) != config.num_channels or len(std) != config.num_channels:
         raise ConfigError(f"image_mean/image_std need {config.num_channels} values (one per channel), "
                           f"got {mean} / {std}")
-    if model_args.freeze_backbone:
+    if model_args.finetune == "linear_probe":
         for parameter in model.vit.parameters():
             parameter.requires_grad_(False)
-        logger.info("freeze_backbone: training the classification head only (linear probe)")
+        logger.info("finetune linear_probe: training the classification head only")
     num_parameters = sum(p.numel() for p in model.parameters())
     num_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("model: %.2f M parameters (%.2f M trainable), %d classes, %dx%d px, %d channel(s)",
                 num_parameters / 1e6, num_trainable / 1e6, len(id2label), config.image_size, config.image_size,
                 config.num_channels)
     return mean, std
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Each block's activations are recomputed in the backward pass instead of kept (transformers' switch; the
+    blocks are `GradientCheckpointingLayer`s). Non-reentrant: it works when no input needs a gradient (a frozen
+    backbone, LoRA) and keeps the RNG state, so dropout draws the same masks in the recomputation."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    logger.info("gradient checkpointing: activations of each block are recomputed in the backward pass")

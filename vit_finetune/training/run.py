@@ -16,10 +16,13 @@ from ..arguments import ConfigError
 from ..evaluation import MetricSuite
 from .arguments import resolved_arguments
 from .devices import training_accelerator
-from .model import load_model, prepare_model
+from .ema import WeightEma
+from .freezing import Freezing
+from .imbalance import balanced_class_weights, class_counts
+from .model import enable_gradient_checkpointing, load_model, prepare_model
 from .optim import Schedule, build_optimizer, build_scheduler
 from .output_folder import resume_point, start_run_records
-from .sampling import EpochSampler, batch_loader
+from .sampling import BalancedSampler, EpochSampler, batch_loader
 from .state import TrainerState, resume
 
 logger = logging.getLogger(__name__)
@@ -48,9 +51,16 @@ class Run:
     std: list[float]
     schedule: Schedule
     state: TrainerState
+    freezing: Freezing
+    ema: WeightEma | None = None  # --ema_decay
+    class_weights: Any = None  # --class_weights balanced: a (num_labels,) tensor on the device
     started: float = field(default_factory=time.time)  # this process's start of training
     step_at_start: int = 0
     elapsed_at_start: float = 0.0
+
+    def unwrapped(self) -> Any:
+        """The model inside Accelerate's wrappers (DDP, autocast, torch.compile): what is saved and averaged."""
+        return self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False, keep_torch_compile=False)
 
     def elapsed(self) -> float:
         """Seconds of training, across resumes."""
@@ -80,9 +90,21 @@ def set_up(model_args: Any, data_args: Any, args: Any) -> Run:
     config = model.config
     prepared = prepare_data(data_args, config, run_dir, args.seed, accelerator)
     mean, std = prepare_model(model, model_args, prepared.id2label, source_mean, source_std)
+    if args.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    if model_args.finetune == "lora":
+        from .lora import add_adapters
+
+        model = add_adapters(model, model_args)
     augment = BatchAugmentation(data_args, image_size=config.image_size, num_channels=config.num_channels,
                                 num_labels=len(prepared.id2label), mean=mean, std=std).to(accelerator.device)
-    train_sampler = EpochSampler(len(prepared.train), args.seed)
+    train_labels = prepared.train.with_format(None)["labels"]
+    if args.sampler == "balanced":
+        train_sampler = BalancedSampler(train_labels, args.seed)
+        logger.info("sampler balanced: classes drawn equally often (training images per class: %s)",
+                    class_counts(train_labels, len(prepared.id2label)).tolist())
+    else:
+        train_sampler = EpochSampler(len(prepared.train), args.seed)
     workers = args.dataloader_num_workers
     train_loader = batch_loader(prepared.train, args.per_device_train_batch_size, workers, sampler=train_sampler)
     eval_loader = batch_loader(prepared.validation, args.per_device_eval_batch_size, workers)
@@ -91,17 +113,29 @@ def set_up(model_args: Any, data_args: Any, args: Any) -> Run:
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
     schedule = Schedule.of(len(train_loader), args)
     scheduler = build_scheduler(optimizer, args, schedule)
+    unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False, keep_torch_compile=False)
+    ema = WeightEma.create(unwrapped, args.ema_decay, args.ema_warmup) if args.ema_decay else None
+    class_weights = None
+    if args.class_weights == "balanced":
+        class_weights = balanced_class_weights(train_labels, len(prepared.id2label)).to(accelerator.device)
+        logger.info("class_weights balanced: %s", [round(w, 3) for w in class_weights.tolist()])
     with accelerator.local_main_process_first():  # one process per machine copies the metric modules first
         metrics = MetricSuite()
 
-    state = TrainerState.start(args, num_processes=accelerator.num_processes, train_images=len(prepared.train),
-                               freeze_backbone=model_args.freeze_backbone)
+    state = TrainerState.start(args, model_args, num_processes=accelerator.num_processes,
+                               train_images=len(prepared.train))
     if resume_from is not None:
         state = resume(resume_from, state, accelerator, optimizer, scheduler)
+        if ema is not None:
+            try:
+                ema.load(resume_from)
+            except FileNotFoundError as error:
+                raise ConfigError(str(error)) from None
         logger.info("resumed from %s: epoch %d, step %d of %d", resume_from, state.epoch, state.global_step,
                     schedule.max_steps)
     run = Run(model_args, data_args, args, output_dir, run_dir, accelerator, model, optimizer, scheduler, augment,
-              train_sampler, train_loader, eval_loader, metrics, prepared, mean, std, schedule, state)
+              train_sampler, train_loader, eval_loader, metrics, prepared, mean, std, schedule, state,
+              Freezing(model_args.finetune, args.freeze_epochs), ema, class_weights)
     logger.info("%d training images, %d validation images; %d steps of %d images (%d per epoch, %d epochs), "
                 "warmup %d", len(prepared.train), len(prepared.validation), schedule.max_steps, run.images_per_step,
                 schedule.steps_per_epoch, schedule.num_epochs, schedule.warmup_steps)

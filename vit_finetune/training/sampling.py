@@ -38,6 +38,25 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         return self.num_samples
 
 
+class BalancedSampler(EpochSampler):
+    """`--sampler balanced`: each epoch draws `num_samples` images with replacement, image i with probability
+    proportional to 1 / (images of its class), so every class is drawn about equally often.
+
+    The draw of epoch e uses a generator seeded from (seed, e) alone, like EpochSampler's shuffle: a resumed run
+    draws the same images in the same order.
+    """
+
+    def __init__(self, labels: Any, seed: int):
+        labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+        super().__init__(len(labels), seed)
+        counts = torch.bincount(labels).double()
+        self.weights = (1.0 / counts)[labels]
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        yield from torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator).tolist()
+
+
 def reseed_for_batch(seed: int, epoch: int, batch_index: int, process_index: int) -> None:
     """Makes the randomness of one batch (augmentation, dropout, drop path) a function of where it is in training."""
     torch.manual_seed(int(np.random.SeedSequence([seed, epoch, batch_index, process_index]).generate_state(1)[0]))

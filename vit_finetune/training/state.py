@@ -19,9 +19,10 @@ from . import checkpointing
 
 logger = logging.getLogger(__name__)
 
-# Fields that must not change on resume: the order of batches (and the parameter groups) depend on them.
+# Fields that must not change on resume: the order of batches, the parameter groups and what the checkpoint
+# holds (adapters, the EMA) depend on them.
 RESUME_INVARIANTS = ("per_device_train_batch_size", "gradient_accumulation_steps", "num_processes", "seed",
-                     "train_images", "freeze_backbone")
+                     "train_images", "freeze_backbone", "finetune", "lora", "freeze_epochs", "ema_decay", "sampler")
 # Optimizer settings a resumed run may change: they apply from the resume point on, and are recorded.
 OPTIMIZER_SETTINGS = ("learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "layer_decay")
 
@@ -39,6 +40,11 @@ class TrainerState:
     best_step: int | None = None
     best_eval: dict[str, Any] | None = None
     last_eval: dict[str, Any] | None = None
+    best_weights: str = "raw"  # which weights scored best_metric: "raw", or "ema" (--ema_decay)
+    # early stopping: the best value it counts from, evaluations since it improved, where it stopped the run
+    patience_best: float | None = None
+    evaluations_without_improvement: int = 0
+    stopped_early_at: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     loss_sum_since_eval: float = 0.0  # for the mean train loss that each history entry records
     loss_count_since_eval: int = 0
@@ -49,6 +55,11 @@ class TrainerState:
     seed: int = 0
     train_images: int = 0
     freeze_backbone: bool = False
+    finetune: str | None = None  # full | linear_probe | lora (None: a checkpoint from before the option)
+    lora: dict[str, Any] | None = None  # rank, alpha, dropout, targets, modules_to_save (the parameter set)
+    freeze_epochs: int = 0
+    ema_decay: float | None = None
+    sampler: str = "random"
     # the LR schedule's state (plain numbers): kept here rather than in a pickle that resuming would unpickle
     scheduler: dict[str, Any] | None = None
     # optimizer settings in force, and each change a resumed run made to them: {"step", "field", "from", "to"}
@@ -56,16 +67,27 @@ class TrainerState:
     setting_changes: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def start(cls, args: Any, *, num_processes: int, train_images: int, freeze_backbone: bool) -> TrainerState:
+    def start(cls, args: Any, model_args: Any, *, num_processes: int, train_images: int) -> TrainerState:
         """The state of a run at step 0, holding what a resume of it must match."""
+        lora = None
+        if model_args.finetune == "lora":
+            lora = {"r": model_args.lora_r, "alpha": model_args.lora_alpha, "dropout": model_args.lora_dropout,
+                    "target_modules": list(model_args.lora_target_modules),
+                    "modules_to_save": list(model_args.lora_modules_to_save)}
         return cls(per_device_train_batch_size=args.per_device_train_batch_size,
                    gradient_accumulation_steps=args.gradient_accumulation_steps, num_processes=num_processes,
-                   seed=args.seed, train_images=train_images, freeze_backbone=freeze_backbone,
+                   seed=args.seed, train_images=train_images, freeze_backbone=model_args.finetune == "linear_probe",
+                   finetune=model_args.finetune, lora=lora, freeze_epochs=args.freeze_epochs,
+                   ema_decay=args.ema_decay, sampler=args.sampler,
                    optimizer_settings={name: getattr(args, name) for name in OPTIMIZER_SETTINGS})
 
     def record_evaluation(self, values: dict[str, Any], *, metric: str, steps_per_epoch: int, learning_rate: float,
-                          elapsed_s: float) -> dict[str, Any]:
-        """Appends a history entry (with the mean train loss since the last one) and keeps the best; returns it."""
+                          elapsed_s: float, ema_values: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Appends a history entry (with the mean train loss since the last one) and keeps the best; returns it.
+
+        With `ema_values` (the EMA weights' metrics) the entry has both, and this evaluation counts with the
+        better of the two; `last_eval["weights"]` and `best_weights` say which one that was.
+        """
         count = self.loss_count_since_eval
         train_loss = self.loss_sum_since_eval / count if count else None
         self.loss_sum_since_eval, self.loss_count_since_eval = 0.0, 0
@@ -73,10 +95,17 @@ class TrainerState:
                   "train_loss": train_loss, "eval_accuracy": values["accuracy"], "eval_loss": values["loss"],
                   "eval_top5_accuracy": values["top5_accuracy"], "eval_f1_macro": values["f1_macro"],
                   "learning_rate": learning_rate, "elapsed_s": round(elapsed_s, 2)}
+        weights, chosen = "raw", values
+        if ema_values is not None:
+            record.update({f"ema_eval_{key}": ema_values[key] for key in ("accuracy", "loss", "top5_accuracy",
+                                                                           "f1_macro")})
+            if is_better(ema_values[metric], values[metric], metric):
+                weights, chosen = "ema", ema_values
         self.history.append(record)
-        self.last_eval = dict(values, step=self.global_step)
-        if is_better(values[metric], self.best_metric, metric):
-            self.best_metric, self.best_step, self.best_eval = values[metric], self.global_step, self.last_eval
+        self.last_eval = dict(chosen, step=self.global_step, weights=weights)
+        if is_better(chosen[metric], self.best_metric, metric):
+            self.best_metric, self.best_step, self.best_eval = chosen[metric], self.global_step, self.last_eval
+            self.best_weights = weights
         return record
 
 
@@ -93,7 +122,10 @@ def resume(checkpoint: Path, state: TrainerState, accelerator: Any, optimizer: A
     the resume point on: `load_state` brings back the checkpoint's values, which are replaced by this run's,
     and each change is recorded in `setting_changes` (metrics.json and the model card show them).
     """
-    saved = TrainerState(**checkpointing.read_trainer_state(checkpoint))
+    saved_fields = checkpointing.read_trainer_state(checkpoint)
+    saved = TrainerState(**saved_fields)
+    if "finetune" not in saved_fields:  # older checkpoints: a linear probe or full fine-tuning
+        saved.finetune = "linear_probe" if saved.freeze_backbone else "full"
     for name in RESUME_INVARIANTS:
         if getattr(saved, name) != getattr(state, name):
             raise ConfigError(f"{checkpoint} was written with {name}={getattr(saved, name)}, this run has "
