@@ -52,10 +52,13 @@ class Shape:
     # same transformer with a plain patch embedding.
     ours_extra: dict = field(default_factory=dict)
     note: str = ""
+    # A recent backbone family every model is built as (ours with the options its importer sets, transformers'
+    # own class for it, timm's model of it): "vit" (the original), "dinov2" or "siglip". See FAMILY_OPTIONS.
+    family: str = "vit"
 
     @property
     def tokens(self) -> int:
-        return (self.image_size // self.patch_size) ** 2 + 1
+        return (self.image_size // self.patch_size) ** 2 + (0 if self.family == "siglip" else 1)
 
 
 SHAPES: dict[str, Shape] = {
@@ -68,7 +71,61 @@ SHAPES: dict[str, Shape] = {
         note="the recipe (configs/fashion_mnist.yaml): ours with its conv stem (3 stages of 3 convolutions), mean "
              "pooling and sin-cos positions; peers and ours-plain with a plain 8x8 patch embedding (same transformer)",
     ),
+    "dinov2-s14-224": Shape(
+        "dinov2-s14-224", 224, 14, 3, 384, 12, 6, 1536, 1000, 16, family="dinov2",
+        note="DINOv2-S/14 at 224 (LayerScale): ours as imported from transformers' Dinov2ForImageClassification "
+             "(CLS + patch-mean head), hf = that class, timm = vit_small_patch14_dinov2 (CLS head)",
+    ),
+    "siglip-b16-224": Shape(
+        "siglip-b16-224", 224, 16, 3, 768, 12, 12, 3072, 1000, 8, family="siglip",
+        note="SigLIP-B/16 at 224 (no CLS token, attention-pooling head, tanh GELU): hf = SiglipVisionModel with a "
+             "linear head on its pooled output, timm = vit_base_patch16_siglip_224",
+    ),
 }
+
+# Our ViTConfig options for each family, as its importer (vit_finetune/convert) sets them.
+FAMILY_OPTIONS = {
+    "vit": {},
+    "dinov2": dict(layerscale_init=1e-5, pooling="cls_mean", layer_norm_eps=1e-6),
+    "siglip": dict(class_token=False, class_position_embedding=False, pooling="map", hidden_act="gelu_pytorch_tanh",
+                   layer_norm_eps=1e-6),
+}
+
+
+class WithLinearHead(torch.nn.Module):
+    """A transformers backbone with a linear head on its pooled output (SigLIP's vision tower has no classifier
+    with the attention-pooling head)."""
+
+    def __init__(self, backbone: torch.nn.Module, width: int, num_labels: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = torch.nn.Linear(width, num_labels)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(pixel_values=pixel_values).pooler_output)
+
+
+def build_family_peer(name: str, shape: Shape) -> torch.nn.Module:
+    """transformers' or timm's own model of a recent family, random-initialised with `shape`."""
+    if name == "timm":
+        import timm
+
+        timm_name = {"dinov2": "vit_small_patch14_dinov2", "siglip": "vit_base_patch16_siglip_224"}[shape.family]
+        return timm.create_model(timm_name, pretrained=False, img_size=shape.image_size, num_classes=shape.num_labels)
+    implementation = name.removeprefix("hf-")
+    sizes = dict(image_size=shape.image_size, patch_size=shape.patch_size, num_channels=shape.num_channels,
+                 hidden_size=shape.hidden_size, num_hidden_layers=shape.num_layers,
+                 num_attention_heads=shape.num_heads)
+    if shape.family == "dinov2":
+        from transformers import Dinov2Config, Dinov2ForImageClassification
+
+        config = Dinov2Config(**sizes, mlp_ratio=shape.intermediate_size // shape.hidden_size, layerscale_value=1e-5,
+                              num_labels=shape.num_labels, attn_implementation=implementation)
+        return Dinov2ForImageClassification(config)
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    config = SiglipVisionConfig(**sizes, intermediate_size=shape.intermediate_size, attn_implementation=implementation)
+    return WithLinearHead(SiglipVisionModel(config), shape.hidden_size, shape.num_labels)
 
 MODELS = ("ours", "hf-sdpa", "hf-eager", "timm")
 # "ours-plain": our model with exactly the peers' architecture (plain patch embedding, learned positions,
@@ -81,7 +138,7 @@ def build_model(name: str, shape: Shape) -> torch.nn.Module:
     if name in ("ours", "ours-plain"):
         from vit_finetune import ViTConfig, ViTForImageClassification
 
-        extra = shape.ours_extra if name == "ours" else {}
+        extra = {**FAMILY_OPTIONS[shape.family], **(shape.ours_extra if name == "ours" else {})}
         config = ViTConfig(
             image_size=shape.image_size, patch_size=shape.patch_size, num_channels=shape.num_channels,
             hidden_size=shape.hidden_size, num_hidden_layers=shape.num_layers,
@@ -89,6 +146,8 @@ def build_model(name: str, shape: Shape) -> torch.nn.Module:
             num_labels=shape.num_labels, **extra,
         )
         return ViTForImageClassification(config)
+    if shape.family != "vit" and name in MODELS:
+        return build_family_peer(name, shape)
     if name.startswith("hf-"):
         from transformers import ViTConfig as HFConfig, ViTForImageClassification as HFViT
 
@@ -140,7 +199,10 @@ def forward_flops(shape: Shape, conv_stem: bool = False, conv_stem_channels: int
         embed = 2 * n * shape.num_channels * shape.patch_size**2 * d
     per_layer = 2 * t * d * (3 * d + d + 2 * m) + 2 * 2 * t * t * d
     last_layer = 2 * t * d * 2 * d + 2 * d * (d + d + 2 * m) + 2 * 2 * t * d if cls_only_last_block else per_layer
-    return embed + (shape.num_layers - 1) * per_layer + last_layer + 2 * d * shape.num_labels
+    # SigLIP's attention pooling: keys and values of every token, one query, its projection and MLP.
+    pooling = 2 * t * d * 2 * d + 2 * d * (2 * d + 2 * m) + 2 * 2 * t * d if shape.family == "siglip" else 0
+    head_in = 2 * d if shape.family == "dinov2" else d
+    return embed + (shape.num_layers - 1) * per_layer + last_layer + pooling + 2 * head_in * shape.num_labels
 
 
 def model_flops(name: str, shape: Shape) -> float:
@@ -148,7 +210,8 @@ def model_flops(name: str, shape: Shape) -> float:
     return forward_flops(shape, conv_stem=extra.get("patch_embedding") == "conv",
                          conv_stem_channels=extra.get("conv_stem_channels", 32),
                          conv_stem_depth=extra.get("conv_stem_depth", 1),
-                         cls_only_last_block=name.startswith("ours") and extra.get("pooling", "cls") == "cls")
+                         cls_only_last_block=name.startswith("ours") and shape.family == "vit"
+                         and extra.get("pooling", "cls") == "cls")
 
 
 def synchronize(device: torch.device) -> None:
