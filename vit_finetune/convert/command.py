@@ -13,7 +13,10 @@ from .pretrained import load_pretrained_vit, source_image_processor
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="vit-finetune convert",
-        description="Import a transformers or timm ViT (folder, Hub id, or timm/<name>) into a vit-finetune folder.",
+        description="Import a transformers or timm ViT (folder, Hub id, or timm/<name>) into a vit-finetune folder, "
+                    "with its family's image processor. transformers model types: vit, dinov2, dinov2_with_registers, "
+                    "dinov3_vit, siglip(2)_vision_model, siglip(2) (vision tower), clip_vision_model, clip (vision "
+                    "tower), deit, vit_mae (encoder).",
     )
     parser.add_argument("source", help="folder, Hub id (google/vit-base-patch16-224), or timm/<model name>")
     parser.add_argument("output_dir", help="where to write the converted model")

@@ -16,7 +16,16 @@ import torch
 from ..configuration_vit import ViTConfig
 from ..modeling_vit import ViTForImageClassification
 from .build import build_model, merge_overrides, split_labels
+from .timm_folder import TIMM_PREFIXES, is_timm_config, load_timm_folder, timm_folder, timm_image_processor
 from .timm_vit import from_timm
+from .transformers_families import (
+    CONVERTERS,
+    family_image_processor,
+    from_transformers_family,
+    is_family_model,
+    load_source_model,
+    source_patch_size,
+)
 from .transformers_vit import config_from_transformers, from_transformers, state_dict_from_transformers
 
 logger = logging.getLogger(__name__)
@@ -147,7 +156,10 @@ def load_pretrained_vit(
 
     - a folder or Hub id of ours (config.json `model_type: vit_finetune`),
     - a transformers ViT folder or Hub id (e.g. `google/vit-base-patch16-224-in21k`),
+    - a folder or Hub id of another transformers family (`transformers_families.py`: DINOv2 with or without
+      registers, DINOv3, SigLIP / SigLIP 2, CLIP, DeiT, ViT-MAE), loaded with its stock class and converted in memory,
     - `timm/<name>` (e.g. `timm/vit_small_patch16_224.augreg_in21k`), created with timm and downloaded by it,
+    - a timm folder (config.json with "architecture" and "pretrained_cfg", model.safetensors: timm's save_for_hf),
     - an in-memory transformers or timm model.
 
     `config_overrides` change the config on the way in, e.g. `image_size=384` (position embeddings are
@@ -158,6 +170,8 @@ def load_pretrained_vit(
             return from_timm(name_or_path, **config_overrides)
         if isinstance(name_or_path, ViTForImageClassification):
             return _with_overrides(name_or_path, config_overrides, source="model")
+        if is_family_model(name_or_path):  # DINOv2/v3, SigLIP (2), CLIP, DeiT, ViT-MAE: by class
+            return from_transformers_family(name_or_path, **config_overrides)
         return from_transformers(name_or_path, **config_overrides)
 
     name = str(name_or_path)
@@ -185,11 +199,20 @@ def _load_named_vit(name: str, revision: str | None, config_overrides: dict[str,
 
     folder = resolve_model_folder(name, revision)
     raw_config = json.loads((folder / "config.json").read_text())
+    if is_timm_config(raw_config):  # a timm folder (save_for_hf, push_to_hf_hub, a timm Hub repo): timm builds it
+        model = load_timm_folder(folder, name)
+        _check_image_size(name, config_overrides, model.patch_embed.patch_size[0])
+        return from_timm(model, **config_overrides)
     model_type = raw_config.get("model_type")
+    if model_type in CONVERTERS:
+        # A transformers family: loaded with its stock class (never remote code), then converted in memory.
+        check_weights(folder, name)
+        _check_image_size(name, config_overrides, source_patch_size(raw_config))
+        return from_transformers_family(load_source_model(folder, raw_config), **config_overrides)
     if model_type not in (ViTConfig.model_type, "vit"):
         raise ModelLoadError(
             f"{name}: model_type {model_type!r} is not a ViT this toolkit can import "
-            f"(expected {ViTConfig.model_type!r} or 'vit')"
+            f"(expected {ViTConfig.model_type!r}, 'vit' or one of {', '.join(CONVERTERS)})"
         )
     check_weights(folder, name)
     # Checked before any weights are read, with the source's own patch size (transformers' default is 16).
@@ -222,14 +245,26 @@ def source_image_processor(name_or_path: str, config: ViTConfig):
     from transformers import AutoImageProcessor, ViTImageProcessor
 
     size = {"height": config.image_size, "width": config.image_size}
-    if name_or_path.startswith(("timm/", "hf-hub:timm/", "hf_hub:timm/")):
-        import timm
-
-        data_config = timm.data.resolve_data_config({}, model=timm.create_model(name_or_path.split("timm/", 1)[1]))
-        return ViTImageProcessor(size=size, image_mean=list(data_config["mean"]), image_std=list(data_config["std"]))
+    if name_or_path.startswith(TIMM_PREFIXES) or timm_folder(name_or_path) is not None:
+        # timm's evaluation transform (mean, std, crop_pct, crop_mode, interpolation) at our resolution
+        return timm_image_processor(name_or_path, config)
+    family = _family_folder(name_or_path)
+    if family is not None:  # a transformers family: its own processor, else its authors' stock one
+        folder, model_type = family
+        return family_image_processor(model_type, folder, config.image_size)
     try:
         processor = AutoImageProcessor.from_pretrained(resolve_model_folder(name_or_path))
         processor.size = size
         return processor
     except (OSError, ValueError):
         return ViTImageProcessor(size=size, image_mean=[0.5] * config.num_channels, image_std=[0.5] * config.num_channels)
+
+
+def _family_folder(name_or_path: str) -> tuple[Path, str] | None:
+    """(folder, model_type) when `name_or_path` is a folder or Hub id of a transformers family (`CONVERTERS`)."""
+    try:
+        folder = resolve_model_folder(name_or_path)
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        return None
+    return (folder, model_type) if model_type in CONVERTERS else None
