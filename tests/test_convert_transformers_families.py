@@ -226,6 +226,13 @@ def test_unrepresentable_classes_are_refused_by_name(tmp_path: Path) -> None:
     teacher.save_pretrained(tmp_path / "teacher")
     with pytest.raises(ModelLoadError, match="DeiTForImageClassificationWithTeacher"):
         load_pretrained_vit(str(tmp_path / "teacher"))
+    # Fine-tuning on new labels replaces the head anyway: the distilled checkpoints' backbone is what a user wants.
+    pixels = torch.randn(2, 3, 32, 32)
+    ours = load_pretrained_vit(str(tmp_path / "teacher"), id2label={0: "a", 1: "b", 2: "c"}).eval()
+    with torch.no_grad():
+        expected = teacher.eval().deit(pixels).last_hidden_state
+        torch.testing.assert_close(ours.vit(pixels).last_hidden_state, expected, atol=1e-4, rtol=1e-4)
+    assert ours(pixels).logits.shape == (2, 3)
     clip = transformers.CLIPForImageClassification(transformers.CLIPConfig(
         vision_config=dict(image_size=32, patch_size=16, intermediate_size=128, **SMALL),
         text_config=dict(vocab_size=32, max_position_embeddings=8, intermediate_size=64, **SMALL), num_labels=2))

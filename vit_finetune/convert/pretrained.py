@@ -15,7 +15,7 @@ import torch
 
 from ..configuration_vit import ViTConfig
 from ..modeling_vit import ViTForImageClassification
-from .build import build_model, merge_overrides, split_labels
+from .build import LABEL_FIELDS, build_model, merge_overrides, split_labels
 from .timm_folder import TIMM_PREFIXES, is_timm_config, load_timm_folder, timm_folder, timm_image_processor
 from .timm_vit import from_timm
 from .transformers_families import (
@@ -208,7 +208,8 @@ def _load_named_vit(name: str, revision: str | None, config_overrides: dict[str,
         # A transformers family: loaded with its stock class (never remote code), then converted in memory.
         check_weights(folder, name)
         _check_image_size(name, config_overrides, source_patch_size(raw_config))
-        return from_transformers_family(load_source_model(folder, raw_config), **config_overrides)
+        new_head = bool(set(LABEL_FIELDS) & set(config_overrides))
+        return from_transformers_family(load_source_model(folder, raw_config, new_head), **config_overrides)
     if model_type not in (ViTConfig.model_type, "vit"):
         raise ModelLoadError(
             f"{name}: model_type {model_type!r} is not a ViT this toolkit can import "

@@ -73,13 +73,16 @@ def source_patch_size(raw_config: dict[str, Any]) -> int:
     return int(patch[0] if isinstance(patch, (list, tuple)) else patch)
 
 
-def load_source_model(folder: Path, raw_config: dict[str, Any]) -> torch.nn.Module:
+def load_source_model(folder: Path, raw_config: dict[str, Any], new_head: bool = False) -> torch.nn.Module:
     """The stock transformers model of a family folder, in float32, from safetensors weights: the class named by
     config.json's `architectures` when it is one of the family's (accepted or refused, so that a refused one gets
-    its reason), else `AutoModel`. Never remote code."""
+    its reason), else `AutoModel`. Never remote code. `new_head`: the caller replaces the head (a new label set), so
+    a refused head (DeiT's with-teacher pair) does not matter: its backbone is loaded instead."""
     import transformers
 
-    names = [name for name in raw_config.get("architectures") or [] if name in _BY_CLASS]
+    refused = {name for module in _MODULES for name in getattr(module, "_REFUSED", {})}
+    names = [name for name in raw_config.get("architectures") or []
+             if name in _BY_CLASS and not (new_head and name in refused)]
     model_class = getattr(transformers, names[0]) if names else transformers.AutoModel
     model = model_class.from_pretrained(str(folder), dtype=torch.float32, use_safetensors=True,
                                         trust_remote_code=False)
