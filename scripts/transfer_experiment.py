@@ -18,6 +18,13 @@ for any choice. Writes `report.md` and `report.json` in `--work_dir` (and `--rep
 
 The data folders hold symlinks to the PNGs of `--data_dir` (written by scripts/prepare_fashion_mnist.py). Each run
 is a plain `vit-finetune train` command, printed before it starts, so any step can be rerun by hand.
+
+Fine-tuning methods (docs/finetuning.md): `--methods full,lora,linear_probe,staged` fine-tunes the pretrained
+model with each (same grid, each keeps its best validation setting) and adds a table of them; `--seeds 42,43,44`
+repeats the few-shot part with other image draws and training seeds (one pretraining, with the first seed) and
+reports each method's mean and spread over the seeds:
+
+    python scripts/transfer_experiment.py --methods full,lora,linear_probe,staged --seeds 42,43,44
 """
 from __future__ import annotations
 
@@ -43,6 +50,14 @@ TARGET_CLASSES = CLASS_NAMES[5:]
 # The model's fields: the scratch run takes those of the pretraining config (a fine-tuning run cannot change
 # them: they come with the pretrained weights).
 ARCHITECTURE_KEYS = frozenset(inspect.signature(ViTConfig.__init__).parameters) - {"self", "kwargs"}
+# `--methods`: the flags each fine-tuning method adds to the recipe (docs/finetuning.md). The recipe has 40 epochs:
+# staged unfreezing trains the head alone for the first 5.
+METHODS = {
+    "full": [],
+    "lora": ["--finetune", "lora", "--lora_r", "16", "--lora_alpha", "16"],
+    "linear_probe": ["--finetune", "linear_probe"],
+    "staged": ["--freeze_epochs", "5"],
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -70,6 +85,14 @@ def parse_args() -> argparse.Namespace:
                         help="reuse WORK_DIR/pretrain_0to4 from an earlier run")
     parser.add_argument("--report_md", default=None, help="also write the Markdown report here")
     parser.add_argument("--report_json", default=None, help="also write the JSON report here")
+    parser.add_argument("--methods", type=lambda v: v.split(","), default="full",
+                        help=f"comma-separated fine-tuning methods of the pretrained start: {', '.join(METHODS)} "
+                             "(full is always run: the comparison with scratch is its)")
+    parser.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                        help="comma-separated seeds: the few-shot runs are repeated for each (the pretraining uses "
+                             "the first); overrides --seed")
+    parser.add_argument("--pretrained_dir", default=None,
+                        help="fine-tune this model folder instead of pretraining one (skips step 1)")
     parser.add_argument("extra", nargs="*", help="flags passed on to the two 500-image runs (after --)")
     return parser.parse_args()
 
@@ -139,6 +162,49 @@ def summary(metrics: dict) -> dict:
 
 def main() -> None:
     args = parse_args()
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        sys.exit(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
+    args.methods = ["full", *[m for m in args.methods if m != "full"]]
+    seeds = args.seeds or [args.seed]
+    reports = []
+    for index, seed in enumerate(seeds):
+        args.seed = seed
+        if index:  # one pretraining serves every seed
+            args.pretrained_dir = args.pretrained_dir or str(Path(args.work_dir).resolve() / "pretrain_0to4")
+        reports.append(run_seed(args, Path(args.work_dir).resolve() / f"seed{seed}" if len(seeds) > 1 else None))
+    if len(seeds) > 1:
+        write_seed_summary(args, seeds, reports, Path(args.work_dir).resolve())
+
+
+def write_seed_summary(args: argparse.Namespace, seeds: list[int], reports: list[dict], work: Path) -> None:
+    """Each method's test accuracy over the seeds: mean, standard deviation and the values."""
+    import statistics
+
+    rows, summary_json = [], {}
+    for name in ["scratch", *(method_tag(m) for m in args.methods)]:
+        values = [100 * r["methods"][name]["test"]["accuracy"] for r in reports]
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        summary_json[name] = {"test_accuracy_mean": round(statistics.mean(values), 2),
+                              "test_accuracy_std": round(spread, 2), "test_accuracy": [round(v, 2) for v in values]}
+        rows.append(f"| {name} | {statistics.mean(values):.2f}% ± {spread:.2f} | "
+                    + ", ".join(f"{v:.2f}" for v in values) + " |")
+    text = "\n".join([f"# Transfer to classes 5-9, {args.shots} images per class: fine-tuning methods over "
+                      f"{len(seeds)} seeds ({', '.join(map(str, seeds))})", "",
+                      "| start / method | test accuracy (mean ± std) | per seed |", "|---|---|---|", *rows, "",
+                      "Each seed draws other few-shot images and trains with that seed; one pretraining (the first "
+                      "seed's) serves all. Per-seed reports: `seed<N>/report.md`.", ""])
+    (work / "methods_report.md").write_text(text)
+    (work / "methods_report.json").write_text(json.dumps({"seeds": seeds, "methods": summary_json}, indent=2) + "\n")
+    print("\n" + text)
+
+
+def method_tag(method: str) -> str:
+    return "finetune" if method == "full" else f"finetune_{method}"
+
+
+def run_seed(args: argparse.Namespace, seed_dir: Path | None) -> dict:
+    """The experiment for one seed; returns its report. `seed_dir`: where its few-shot runs go (None: work_dir)."""
     data_dir, work = Path(args.data_dir).resolve(), Path(args.work_dir).resolve()
     for split in ("train", "test"):
         missing = [c for c in CLASS_NAMES if not (data_dir / split / c).is_dir()]
@@ -146,8 +212,10 @@ def main() -> None:
             sys.exit(f"{data_dir / split} lacks {missing}: run scripts/prepare_fashion_mnist.py --output_dir {data_dir}")
     work.mkdir(parents=True, exist_ok=True)
     experiment_start = time.time()
-    folders = build_subsets(data_dir, work / "data", args.shots, args.seed)
-    print(f"subsets in {work / 'data'}: pretraining on {', '.join(SOURCE_CLASSES)}; "
+    runs_dir = seed_dir or work
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    folders = build_subsets(data_dir, runs_dir / "data", args.shots, args.seed)
+    print(f"subsets in {runs_dir / 'data'}: pretraining on {', '.join(SOURCE_CLASSES)}; "
           f"{args.shots} images per class of {', '.join(TARGET_CLASSES)}", flush=True)
 
     pretrain_config = yaml.safe_load(Path(args.pretrain_config).read_text())
@@ -161,7 +229,11 @@ def main() -> None:
         pretrain_args += ["--max_train_minutes", str(args.pretrain_minutes)]
     if args.pretrain_epochs is not None:
         pretrain_args += ["--num_train_epochs", str(args.pretrain_epochs)]
-    if args.skip_pretrain and (pretrained / "metrics.json").exists():
+    if args.pretrained_dir:
+        pretrained = Path(args.pretrained_dir).resolve()
+        print(f"\nfine-tuning {pretrained}", flush=True)
+        pretrain = json.loads((pretrained / "metrics.json").read_text())
+    elif args.skip_pretrain and (pretrained / "metrics.json").exists():
         print(f"\nreusing {pretrained}", flush=True)
         pretrain = json.loads((pretrained / "metrics.json").read_text())
     else:
@@ -170,20 +242,21 @@ def main() -> None:
     fewshot = ["--config", args.finetune_config, "--train_dir", str(folders["fewshot_train"]),
                "--validation_dir", str(folders["fewshot_val"]), "--test_dir", str(folders["fewshot_test"]),
                "--overwrite_output_dir", *seed]
-    starts = {"finetune": ["--model_name_or_path", str(pretrained)], "scratch": architecture}
-    runs: dict[str, list[dict]] = {"finetune": [], "scratch": []}
+    starts = {method_tag(m): ["--model_name_or_path", str(pretrained), *METHODS[m]] for m in args.methods}
+    starts["scratch"] = architecture
+    runs: dict[str, list[dict]] = {name: [] for name in starts}
     for name, start_flags in starts.items():
         for layer_decay in args.layer_decays:
             for lr in args.learning_rates:
                 tag = f"{name}_5to9_lr{lr}" + (f"_ld{layer_decay}" if float(layer_decay) != 1.0 else "")
-                if args.reuse_runs and (work / tag / "metrics.json").exists():
-                    print(f"\nreusing {work / tag}", flush=True)
-                    metrics = json.loads((work / tag / "metrics.json").read_text())
+                if args.reuse_runs and (runs_dir / tag / "metrics.json").exists():
+                    print(f"\nreusing {runs_dir / tag}", flush=True)
+                    metrics = json.loads((runs_dir / tag / "metrics.json").read_text())
                 else:
                     metrics = train([*fewshot, *start_flags, "--learning_rate", lr, "--layer_decay", layer_decay,
-                                     "--output_dir", str(work / tag), *args.extra], work / f"{tag}.log")
+                                     "--output_dir", str(runs_dir / tag), *args.extra], runs_dir / f"{tag}.log")
                 runs[name].append({"learning_rate": float(lr), "layer_decay": float(layer_decay),
-                                   "output_dir": str(work / tag), **summary(metrics)})
+                                   "output_dir": str(runs_dir / tag), **summary(metrics)})
     # Each start gets the same tuning budget: the setting with the best validation accuracy (never the test);
     # ties go to the gentler setting.
     chosen = {name: max(candidates, key=lambda r: (r["validation"]["accuracy"], -r["learning_rate"], r["layer_decay"]))
@@ -211,6 +284,7 @@ def main() -> None:
         "finetune": finetune,
         "scratch": scratch,
         "all_runs": runs,
+        "methods": chosen,
         "gain_points": round(gain, 2),
         "experiment_wall_s": round(time.time() - experiment_start, 1),
     }
@@ -250,19 +324,40 @@ def main() -> None:
         *[f"| {f['learning_rate']:g} | {f['layer_decay']:g} | {pct(f['validation'])} | {pct(f['test'])} | "
           f"{pct(s['validation'])} | {pct(s['test'])} | {g:+.2f} |" for (f, s), g in zip(paired, paired_gains)],
         "",
+        *method_lines(args, chosen),
         f"Recipes: `{os.path.relpath(args.pretrain_config, REPO)}` (pretraining), "
         f"`{os.path.relpath(args.finetune_config, REPO)}` (all {5 * args.shots}-image runs, identical but for the start, the "
         "learning rate and the layer decay)" + (f", plus `{' '.join(args.extra)}`" if args.extra else "") + ".",
         "",
     ]
     text = "\n".join(lines)
-    (work / "report.md").write_text(text)
-    (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (runs_dir / "report.md").write_text(text)
+    (runs_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     for path, content in ((args.report_md, text), (args.report_json, json.dumps(report, indent=2) + "\n")):
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(content)
     print("\n" + text)
+    return report
+
+
+def method_lines(args: argparse.Namespace, chosen: dict[str, dict]) -> list[str]:
+    """The table of the fine-tuning methods (only when more than full fine-tuning was run)."""
+    if args.methods == ["full"]:
+        return []
+
+    def pct(m: dict | None) -> str:
+        return f"{100 * m['accuracy']:.2f}%" if m else "-"
+
+    lines = ["Fine-tuning methods of the pretrained start (`--methods`; each keeps its best validation setting):", "",
+             "| method | flags | learning rate | layer decay | train min | val accuracy | test accuracy |",
+             "|---|---|---|---|---|---|---|"]
+    for method in args.methods:
+        r = chosen[method_tag(method)]
+        lines.append(f"| {method} | `{' '.join(METHODS[method]) or '-'}` | {r['learning_rate']:g} | "
+                     f"{r['layer_decay']:g} | {r['train_runtime_s'] / 60:.1f} | {pct(r['validation'])} | "
+                     f"**{pct(r['test'])}** |")
+    return [*lines, ""]
 
 
 if __name__ == "__main__":

@@ -51,6 +51,9 @@ def test_attention_choice():
     assert not use_eager_attention("vit_cpu_fast", torch.float32, cpu, 50)
     assert use_eager_attention("vit_cpu_fast", torch.bfloat16, cpu, 197)
     assert use_eager_attention("vit_cpu_fast", torch.bfloat16, cpu, 577)
+    # Without autograd SDPA's fused forward wins beyond short sequences.
+    assert use_eager_attention("vit_cpu_fast", torch.bfloat16, cpu, 65, backward=False)
+    assert not use_eager_attention("vit_cpu_fast", torch.bfloat16, cpu, 197, backward=False)
     assert not use_eager_attention("vit_cpu_fast", torch.bfloat16, cpu, 1025)
     assert not use_eager_attention("vit_cpu_fast", torch.bfloat16, torch.device("meta"), 50)
     # Asked for by name, "sdpa" is SDPA whatever the dtype.

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("vit_finetune.evaluate", "main", "evaluate a model folder on a dataset"),
     "predict": ("vit_finetune.predict", "main", "top-k labels for images, folders or globs"),
     "convert": ("vit_finetune.convert", "main", "import a transformers or timm ViT into a vit-finetune folder"),
+    "export": ("vit_finetune.export", "main", "export a model: stock transformers folder, ONNX (int8), torch.export"),
     "push": ("vit_finetune.hub", "push_main", "upload a trained model folder to the Hugging Face Hub"),
     "push-space": ("vit_finetune.hub", "push_space_main", "upload the Gradio demo as a Hugging Face Space"),
     "demo": ("vit_finetune.demo", "main", "run the Gradio demo for a model folder or Hub id"),

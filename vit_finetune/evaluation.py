@@ -94,6 +94,22 @@ def evaluate_model(
     return EvalOutput(metrics.compute(ranked, references, losses), ranked[:, 0], references)
 
 
+def per_class_metrics(predictions: np.ndarray, references: np.ndarray, labels: list[str]) -> dict[str, dict]:
+    """Precision, recall, F1 and support of each class, by name (0 where a class was never predicted or present,
+    as scikit-learn's zero_division=0): what accuracy and macro F1 hide when classes are unbalanced."""
+    num_classes = len(labels)
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)  # [true, predicted]
+    np.add.at(confusion, (np.asarray(references, dtype=np.int64), np.asarray(predictions, dtype=np.int64)), 1)
+    hits = np.diag(confusion).astype(np.float64)
+    predicted, present = confusion.sum(axis=0), confusion.sum(axis=1)
+    precision = np.divide(hits, predicted, out=np.zeros(num_classes), where=predicted > 0)
+    recall = np.divide(hits, present, out=np.zeros(num_classes), where=present > 0)
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros(num_classes), where=total > 0)
+    return {label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                    "support": int(present[i])} for i, label in enumerate(labels)}
+
+
 def format_metrics(metrics: dict[str, Any]) -> str:
     return (
         f"accuracy {100 * metrics['accuracy']:.2f}% | top-5 {100 * metrics['top5_accuracy']:.2f}% | "

@@ -282,7 +282,8 @@ def apply_rotary(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], kind:
 # interface (so `from_pretrained(..., attn_implementation=...)` and `model.set_attn_implementation(...)` switch it):
 #
 #   "vit_cpu_fast"  the default when nothing is asked: explicit bmm + softmax where that beats SDPA (half precision on
-#                   the CPU, up to EAGER_ATTENTION_MAX_TOKENS tokens), with EagerAttention's backward when training;
+#                   the CPU, up to EAGER_ATTENTION_MAX_TOKENS tokens when training, with EagerAttention's backward,
+#                   and up to EAGER_INFERENCE_MAX_TOKENS without autograd);
 #                   SDPA everywhere else (float32, GPUs, longer sequences). Returns no probabilities.
 #   "sdpa"          torch's scaled_dot_product_attention, always (transformers' own kernel).
 #   "eager"         plain matmul + softmax; returns the probabilities. `output_attentions=True` runs it whatever the
@@ -300,18 +301,23 @@ CPU_FAST_ATTENTION = "vit_cpu_fast"
 # bmm + softmax, with EagerAttention's backward when training, beats SDPA, whose CPU backward is slow there. In
 # float32 SDPA wins whole steps: eager attention alone is faster, but the probabilities it keeps for backward are
 # large fresh buffers, which cost page faults. Beyond the measured lengths SDPA, whose memory stays linear, is kept.
+# Without autograd SDPA's fused CPU forward wins from about 100 tokens on (ViT-S/16's 197, DINOv2-S/14's 257).
 EAGER_ATTENTION_MAX_TOKENS = 640
+EAGER_INFERENCE_MAX_TOKENS = 96
 
 
-def use_eager_attention(implementation: str, dtype: torch.dtype, device: torch.device, tokens: int) -> bool:
+def use_eager_attention(implementation: str, dtype: torch.dtype, device: torch.device, tokens: int,
+                        backward: bool = True) -> bool:
     """True when attention implementation `implementation` runs explicit bmm + softmax on these inputs rather than
-    `scaled_dot_product_attention`: always for "eager", where it is faster for "vit_cpu_fast", never for the others."""
+    `scaled_dot_product_attention`: always for "eager", where it is faster for "vit_cpu_fast", never for the others.
+    `backward`: whether autograd will differentiate the result (training)."""
     if implementation == "eager":
         return True
     if implementation != CPU_FAST_ATTENTION or device.type != "cpu" or dtype not in (torch.bfloat16, torch.float16):
         return False
     # A symbolic length (torch.export with dynamic shapes) would be pinned to one value by the comparison.
-    return not isinstance(tokens, torch.SymInt) and tokens <= EAGER_ATTENTION_MAX_TOKENS
+    limit = EAGER_ATTENTION_MAX_TOKENS if backward else EAGER_INFERENCE_MAX_TOKENS
+    return not isinstance(tokens, torch.SymInt) and tokens <= limit
 
 
 def eager_attention_forward(
@@ -383,7 +389,9 @@ def vit_cpu_fast_attention_forward(
     (3, B, heads, T, head_dim) tensor they are views of, when the caller has it: the backward then writes their
     gradients into one tensor (see EagerAttention) instead of three that autograd would stack."""
     batch, heads, tokens, head_dim = query.shape
-    if attention_mask is not None or not use_eager_attention(CPU_FAST_ATTENTION, query.dtype, query.device, tokens):
+    backward = torch.is_grad_enabled() and query.requires_grad
+    if attention_mask is not None or not use_eager_attention(CPU_FAST_ATTENTION, query.dtype, query.device, tokens,
+                                                             backward):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling)
     scaling = head_dim**-0.5 if scaling is None else scaling
     # One copy makes q, k, v contiguous (B * heads, T, head_dim) blocks of one tensor, for plain bmm (a 4D matmul of

@@ -26,6 +26,7 @@ INFERENCE_NEUTRAL = ("drop_path_rate",)
 ONLY_USED_WITH = {
     "conv_stem_channels": ("patch_embedding", "conv"),
     "conv_stem_depth": ("patch_embedding", "conv"),
+    "key_bias": ("qkv_bias", True),
 }
 
 

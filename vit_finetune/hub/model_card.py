@@ -40,7 +40,9 @@ _SPLITS = [("eval", "validation"), ("test", "test")]  # metrics.json key -> data
 
 # Hyperparameters worth a first look, in this order, when training_args.json has them.
 _KEY_HYPERPARAMETERS = [
-    "model_name_or_path", "base_model", "freeze_backbone", "learning_rate", "layer_decay",
+    "model_name_or_path", "base_model", "finetune", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
+    "freeze_epochs", "ema_decay", "early_stopping_patience", "class_weights", "sampler", "learning_rate",
+    "layer_decay",
     "per_device_train_batch_size", "train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
     "max_steps", "optim", "weight_decay", "max_grad_norm", "lr_scheduler_type", "warmup_ratio", "warmup_steps",
     "label_smoothing", "label_smoothing_factor", "mixup_alpha", "cutmix_alpha", "random_erasing_prob",
@@ -176,6 +178,37 @@ def _results_section(metrics: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _per_class_section(metrics: dict | None) -> str:
+    """Precision, recall and F1 of each class on the test split (else validation), from metrics.json."""
+    per_class = (metrics or {}).get("per_class")
+    if not isinstance(per_class, dict):
+        return ""
+    split_key = "test" if isinstance(per_class.get("test"), dict) else "eval"
+    rows = per_class.get(split_key)
+    if not isinstance(rows, dict) or not rows:
+        return ""
+    split = dict(_SPLITS)[split_key]
+    lines = [f"### Per class ({split})", "", "| class | precision | recall | F1 | images |", "|---|---|---|---|---|"]
+    for name, values in list(rows.items())[:100]:
+        if isinstance(values, dict):
+            lines.append(f"| {_fmt(name)} | " + " | ".join(_fmt(values.get(k, "–")) for k in
+                                                          ("precision", "recall", "f1", "support")) + " |")
+    if len(rows) > 100:
+        lines.append(f"\n… and {len(rows) - 100} more classes (see `metrics.json`).")
+    return "\n".join(lines) + "\n"
+
+
+def _method_facts(metrics: dict) -> list[tuple[str, Any]]:
+    """How the weights were trained and which were kept: the fine-tuning method, EMA, early stopping."""
+    facts: list[tuple[str, Any]] = [("fine-tuning", metrics.get("finetune"))]
+    if metrics.get("ema_decay") is not None:
+        which = "the EMA of the weights" if metrics.get("exported_weights") == "ema" else "the raw weights"
+        facts.append(("weight EMA", f"decay {_fmt(metrics['ema_decay'])}; exported: {which} (they scored better)"))
+    if metrics.get("stopped_early_at") is not None:
+        facts.append(("early stopping", f"stopped at step {metrics['stopped_early_at']}"))
+    return facts
+
+
 def _hyperparameter_section(training_args: dict | None, metrics: dict | None) -> str:
     lines = ["## Training procedure", ""]
     if not training_args and not metrics:
@@ -185,7 +218,7 @@ def _hyperparameter_section(training_args: dict | None, metrics: dict | None) ->
         facts = [("epochs", metrics.get("epochs")), ("optimisation steps", metrics.get("global_step")),
                  ("training time (s)", metrics.get("train_runtime_s")),
                  ("training images / s", metrics.get("train_samples_per_second")),
-                 ("processes", metrics.get("num_processes"))]
+                 ("processes", metrics.get("num_processes")), *_method_facts(metrics)]
         lines += [f"- {name}: {_fmt(value)}" for name, value in facts if value is not None] + [""]
         # A resumed run may change optimizer settings; the arguments below show only the last values.
         changes = [c for c in metrics.get("setting_changes") or [] if isinstance(c, dict)]
@@ -344,14 +377,124 @@ def build_model_card(
         "",
         f"## Classes\n\n{len(labels)} classes:\n\n" + "\n".join(label_lines) + "\n",
         _results_section(metrics),
+        _per_class_section(metrics),
         *images,
         _usage_section(repo_id or str(folder), published=repo_id is not None),
+        _adapter_note(folder),
         _hyperparameter_section(training_args, metrics),
         _architecture_section(config, parameters),
         _limitations_section(labels, dataset, config.get("image_size", "?")),
     ]
     body = "\n".join(sections)
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
+
+
+def _adapter_note(folder: Path) -> str:
+    if not (folder / "adapter" / "adapter_config.json").is_file():
+        return ""
+    return ("This model was fine-tuned with LoRA and its adapters are merged into the weights above. The adapter "
+            "alone (a few MB) is in `adapter/`; `vit-finetune push --adapter` publishes it with a card saying how "
+            "to load it with PEFT.\n")
+
+
+def _peft_usage_section(adapter_ref: str, base_model: str, published: bool) -> str:
+    if published:
+        imports = "from huggingface_hub import hf_hub_download\n"
+        record = f'record = json.loads(open(hf_hub_download("{adapter_ref}", "base_model_overrides.json")).read())'
+    else:
+        imports = ""
+        record = f'record = json.loads(open("{adapter_ref}/base_model_overrides.json").read())'
+    base = f"[{base_model}](https://huggingface.co/{base_model})" if _hub_id_or_none(base_model) else (
+        f"`{Path(base_model).name}`")
+    return f"""## How to use (PEFT)
+
+This is a LoRA adapter of {base} for image classification, written by `peft`
+(`adapter_config.json`, `adapter_model.safetensors`; the new classification head is saved in full with it).
+`base_model_overrides.json` holds what rebuilds the base exactly as training did: its resolution and the label
+set (the head's shape). `vit_finetune.convert.load_pretrained_vit` builds it from transformers, timm or
+vit-finetune weights (`pip install vit-finetune peft`):
+
+```python
+import json
+
+import torch
+{imports}from peft import PeftModel
+from vit_finetune.convert import load_pretrained_vit
+
+{record}
+base = load_pretrained_vit(record["base_model"], revision=record["revision"], **record["overrides"])
+model = PeftModel.from_pretrained(base, "{adapter_ref}").eval()
+model = model.merge_and_unload()  # optional: a plain model again, as fast as the base
+
+with torch.no_grad():
+    logits = model(pixel_values=torch.randn(1, base.config.num_channels, base.config.image_size,
+                                            base.config.image_size)).logits
+```
+
+The preprocessing is in `preprocessor_config.json` (`AutoImageProcessor.from_pretrained("{adapter_ref}")`).
+"""
+
+
+def build_adapter_card(output_dir: str | Path, *, repo_id: str | None = None, license: str = DEFAULT_LICENSE,
+                       datasets: list[str] | None = None, base_model: str | None = None,
+                       tags: list[str] | None = None) -> ModelCard:
+    """The model card of a LoRA adapter folder (adapter_config.json, base_model_overrides.json, metrics.json,
+    training_args.json), saying how to load it with PEFT."""
+    folder = Path(output_dir)
+    adapter_config = _read_json(folder / "adapter_config.json")
+    if not isinstance(adapter_config, dict):
+        raise FileNotFoundError(f"{folder / 'adapter_config.json'} is missing or unreadable: is {folder} an "
+                                "adapter folder?")
+    record = _read_json(folder / "base_model_overrides.json") or {}
+    metrics = _read_json(folder / "metrics.json")
+    metrics = metrics if isinstance(metrics, dict) else None
+    training_args = _read_json(folder / "training_args.json")
+    training_args = training_args if isinstance(training_args, dict) else None
+    source = record.get("base_model") or adapter_config.get("base_model_name_or_path") or "the base model"
+    if base_model is None:
+        base_model = _hub_id_or_none(source)
+    raw_dataset = (metrics or {}).get("dataset")
+    if datasets is None:
+        hub_dataset = _hub_id_or_none(raw_dataset)
+        datasets = [hub_dataset] if hub_dataset else None
+    dataset = _dataset_label(raw_dataset)
+    id2label = (record.get("overrides") or {}).get("id2label") or {}
+    labels = [id2label[k] for k in sorted(id2label, key=lambda k: int(k))]
+    eval_results = _eval_results(metrics or {}, dataset_type=(datasets or ["imagefolder"])[0],
+                                 dataset_name=dataset or "custom images")
+    model_name = repo_id.split("/")[-1] if repo_id else folder.resolve().name
+    card_data = ModelCardData(
+        license=license, library_name="peft", pipeline_tag="image-classification",
+        tags=list(dict.fromkeys([*(t for t in DEFAULT_TAGS if t != "custom_code"), "lora", "peft", *(tags or [])])),
+        datasets=datasets,
+        base_model=base_model, metrics=sorted({r.metric_type for r in eval_results}) or None, model_name=model_name,
+        eval_results=eval_results or None,
+    )
+    lora = (f"rank {adapter_config.get('r')}, alpha {adapter_config.get('lora_alpha')}, on "
+            f"{_fmt(adapter_config.get('target_modules') or [])}; trained in full: "
+            f"{_fmt(adapter_config.get('modules_to_save') or [])}")
+    size = count_parameters(folder / "adapter_model.safetensors")
+    summary = (f"A LoRA adapter ({lora}{f'; {_human(size)} parameters' if size else ''}) that turns "
+               f"`{source if _hub_id_or_none(source) else Path(str(source)).name}` into an image classifier"
+               + (f" for `{dataset}`" if dataset else "") + ", trained with vit-finetune and PEFT.")
+    sections = [
+        GENERATED_MARKER, "", f"# {model_name}", "", summary, "",
+        f"## Classes\n\n{len(labels)} classes:\n\n" + "\n".join(f"- {i}: {n}" for i, n in
+                                                             enumerate(labels[:50])) + "\n",
+        _results_section(metrics),
+        _per_class_section(metrics),
+        _peft_usage_section(repo_id or str(folder), str(source), published=repo_id is not None),
+        _hyperparameter_section(training_args, metrics),
+        _limitations_section(labels, dataset, (record.get("overrides") or {}).get("image_size", "the base's")),
+    ]
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(sections))
+
+
+def write_adapter_card(output_dir: str | Path, *, repo_id: str | None = None, **metadata: Any) -> Path:
+    """Write `README.md` into a LoRA adapter folder (see `build_adapter_card`) and return its path."""
+    path = Path(output_dir) / "README.md"
+    build_adapter_card(output_dir, repo_id=repo_id, **metadata).save(path)
+    return path
 
 
 def write_model_card(

@@ -30,8 +30,12 @@ def push_to_hub(
     commit_message: str | None = None,
     token: str | None = None,
     ignore: list[str] | None = None,
+    plan=None,
 ) -> str:
     """Upload a model folder to the Hub model repo `repo_id` in one commit; return the commit URL.
+
+    `plan(output_dir, repo_id, ignore=...)` says what goes up: `plan_upload` by default; `vit-finetune push --export`
+    passes the export folder's own (`vit_finetune.export.push_plan.plan_export_upload`).
 
     Creates the repo (and the branch `revision`) if needed and regenerates the model card for `repo_id`
     unless it was edited by hand. Raises `PushError` with a one-line, actionable message on user errors.
@@ -40,7 +44,7 @@ def push_to_hub(
     from huggingface_hub import CommitOperationAdd, HfApi
 
     check_repo_id(repo_id)
-    files, _ = plan_upload(output_dir, repo_id, ignore=ignore)
+    files, _ = (plan or plan_upload)(output_dir, repo_id, ignore=ignore)
     token = resolve_token(token)
     api = HfApi(token=token)
     branch = revision or DEFAULT_BRANCH
@@ -102,20 +106,37 @@ def push_main(argv: list[str]) -> int:
     parser.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                         help="also leave out files or folders matching this glob (repeatable)")
     parser.add_argument("--dry_run", action="store_true", help="print what would be uploaded, upload nothing")
+    parser.add_argument("--adapter", action="store_true",
+                        help="push the LoRA adapter alone (adapter/ of a --finetune lora run, or a --no_merge_lora "
+                             "output folder), with a card saying how to load it with PEFT")
+    parser.add_argument("--export", choices=["transformers"],
+                        help="push the folder's stock transformers export instead (`vit-finetune export`: loads "
+                             "without trust_remote_code or vit-finetune); refused, naming the option, if it has none")
     args = parser.parse_args(argv)
+    folder, plan = args.output_dir, plan_upload
     try:
         check_repo_id(args.repo_id)
+        if args.adapter:
+            from .adapter import adapter_folder, plan_adapter_upload
+
+            folder, plan = adapter_folder(args.output_dir), plan_adapter_upload
+        if args.export:
+            from ..export.push_plan import make_export, plan_export_upload
+
+            # The export is made in a temporary folder, removed when `temporary` is (at return).
+            temporary, folder = make_export(args.output_dir, args.export)
+            plan = plan_export_upload
         if args.dry_run:
-            files, skipped = plan_upload(args.output_dir, args.repo_id, ignore=args.exclude)
+            files, skipped = plan(folder, args.repo_id, ignore=args.exclude)
             print_plan(files, skipped, f"model repo {args.repo_id} (branch {args.revision or DEFAULT_BRANCH}"
                         + (", private if new" if args.private else "") + ")")
             return 0
-        url = push_to_hub(args.output_dir, args.repo_id, private=args.private, revision=args.revision,
-                          commit_message=args.commit_message, ignore=args.exclude)
+        url = push_to_hub(folder, args.repo_id, private=args.private, revision=args.revision,
+                          commit_message=args.commit_message, ignore=args.exclude, plan=plan)
     except PushError as error:
         print(f"vit-finetune push: error: {error}", file=sys.stderr)
         return 1
     print(f"Pushed {args.output_dir} to {url}")
-    print(f'Load it with AutoModelForImageClassification.from_pretrained("{args.repo_id}", '
-          "trust_remote_code=True)")
+    print(f'Load it with AutoModelForImageClassification.from_pretrained("{args.repo_id}"'
+          + (")" if args.export else ", trust_remote_code=True)"))
     return 0

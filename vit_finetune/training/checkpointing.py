@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -164,11 +165,13 @@ def save_checkpoint(
     *,
     save_total_limit: int | None,
     keep_steps: set[int] | frozenset[int] = frozenset(),
+    write_extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Saves model, optimizer, scheduler, scaler and RNG states of every process, atomically.
 
-    Must be called on all processes. Keeps the newest `save_total_limit` checkpoints plus those whose step
-    is in `keep_steps` (the best one); returns the final folder.
+    Must be called on all processes. `write_extra(folder)` (the main process, before trainer_state.json) adds
+    the files of other state, e.g. the weight EMA. Keeps the newest `save_total_limit` checkpoints plus those
+    whose step is in `keep_steps` (the best one); returns the final folder.
     """
     step = int(trainer_state["global_step"])
     root = checkpoints_root(output_dir)
@@ -182,6 +185,8 @@ def save_checkpoint(
         accelerator.save_state(str(incomplete))  # every process writes its own RNG state file
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            if write_extra is not None:
+                write_extra(incomplete)
             # The state file is written last: its presence marks a checkpoint as complete.
             (incomplete / STATE_FILE).write_text(json.dumps(trainer_state, indent=2))
             _fsync_tree(incomplete)

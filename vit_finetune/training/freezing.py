@@ -43,8 +43,8 @@ class Freezing:
 
         `model` is the prepared model (perhaps wrapped for DDP), `unwrapped` the model inside it."""
         model.train()
-        if self.finetune == "lora":
-            return
+        if self.finetune == "lora" or (self.finetune == "full" and not self.freeze_epochs):
+            return  # nothing to freeze (LoRA's frozen base is peft's)
         backbone = backbone_of(unwrapped)
         frozen = self.head_only(epoch)
         for parameter in backbone.parameters():

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..modeling_vit import classification_loss
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +31,10 @@ def balanced_class_weights(labels: Any, num_classes: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def training_loss(logits: torch.Tensor, targets: torch.Tensor, *, label_smoothing: float,
-                  class_weights: torch.Tensor | None) -> torch.Tensor:
-    """The loss of a training batch: the model's `classification_loss`, or with class weights the same
-    cross-entropy (in float32) weighted per class. Hard labels: sum_i w_{y_i} l_i / sum_i w_{y_i}, as torch
-    defines it; soft targets (mixup/cutmix): the mean over images of sum_c w_c p_ic (-log q_ic)."""
-    if class_weights is None:
-        return classification_loss(logits, targets, "single_label_classification", label_smoothing=label_smoothing)
+def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor, *,
+                  label_smoothing: float) -> torch.Tensor:
+    """The cross-entropy of `classification_loss` (in float32), weighted per class. Hard labels:
+    sum_i w_{y_i} l_i / sum_i w_{y_i}, as torch defines it; soft targets (mixup/cutmix): the mean over images of
+    sum_c w_c p_ic (-log q_ic)."""
     return F.cross_entropy(logits.float(), targets.float() if targets.is_floating_point() else targets,
                            weight=class_weights, label_smoothing=label_smoothing)

@@ -82,8 +82,9 @@ def prepare_model(model: Any, model_args: Any, id2label: dict[int, str], source_
 
 
 def enable_gradient_checkpointing(model: Any) -> None:
-    """Each block's activations are recomputed in the backward pass instead of kept (transformers' switch; the
+    """Each block's activations are recomputed in the backward pass instead of kept (transformers' switch, called
+    gradient checkpointing before v5; the
     blocks are `GradientCheckpointingLayer`s). Non-reentrant: it works when no input needs a gradient (a frozen
     backbone, LoRA) and keeps the RNG state, so dropout draws the same masks in the recomputation."""
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     logger.info("gradient checkpointing: activations of each block are recomputed in the backward pass")

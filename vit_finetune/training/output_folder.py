@@ -43,6 +43,7 @@ _MODEL_FILES = (
     "config.json", "model.safetensors", "model.safetensors.index.json", "configuration_vit.py", "modeling_vit.py",
     "preprocessor_config.json", "README.md", "training_args.json", "metrics.json", "training_curves.png",
     "confusion_matrix.png", "data_report.json", "examples",
+    "adapter", "adapter_config.json", "adapter_model.safetensors", "base_model_overrides.json",  # LoRA
 )
 _OLD_MODEL_PATTERNS = ("model-*-of-*.safetensors", "eval_*")
 
@@ -52,7 +53,8 @@ class OutputFolderError(ValueError):
 
 
 def holds_finished_model(output_dir: Path) -> bool:
-    return (output_dir / "config.json").is_file()
+    """A model folder, or the adapter folder of a LoRA run written with --no_merge_lora."""
+    return (output_dir / "config.json").is_file() or (output_dir / "adapter_config.json").is_file()
 
 
 # ------------------------------------------------------------------------------------------------ the lock
@@ -227,10 +229,12 @@ def publish_model_folder(staging: Path, output_dir: Path) -> None:
            or any(p.match(pattern) for pattern in _OLD_MODEL_PATTERNS)]
     previous = output_dir / _PREVIOUS_DIR
     previous.mkdir()
-    # config.json out first and in last: in between, the folder is not a loadable model of either run.
-    for path in sorted(old, key=lambda p: p.name != "config.json"):
+    # config.json (an adapter's: adapter_config.json) out first and in last: in between, the folder is not a
+    # loadable model of either run.
+    markers = ("config.json", "adapter_config.json")
+    for path in sorted(old, key=lambda p: p.name not in markers):
         os.replace(path, previous / path.name)
-    for name in sorted(new, key=lambda n: n == "config.json"):
+    for name in sorted(new, key=lambda n: n in markers):
         os.replace(staging / name, output_dir / name)
     _fsync_dir(output_dir)
     if any(p.match("eval_*") for p in old):

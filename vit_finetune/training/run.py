@@ -59,8 +59,9 @@ class Run:
     elapsed_at_start: float = 0.0
 
     def unwrapped(self) -> Any:
-        """The model inside Accelerate's wrappers (DDP, autocast, torch.compile): what is saved and averaged."""
-        return self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False, keep_torch_compile=False)
+        """The model inside Accelerate's wrappers (DDP, torch.compile), still training under its autocast (taking
+        that off, keep_fp32_wrapper=False, changes the model in place: export does it at the very end)."""
+        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
 
     def elapsed(self) -> float:
         """Seconds of training, across resumes."""
@@ -109,12 +110,17 @@ def set_up(model_args: Any, data_args: Any, args: Any) -> Run:
     train_loader = batch_loader(prepared.train, args.per_device_train_batch_size, workers, sampler=train_sampler)
     eval_loader = batch_loader(prepared.validation, args.per_device_eval_batch_size, workers)
     optimizer = build_optimizer(model, args)
+    ema = None
+    if args.ema_decay:
+        if accelerator.distributed_type.value == "FSDP":
+            raise ConfigError("ema_decay averages the whole model on every process: it does not work with FSDP's "
+                              "sharded parameters (use DDP, or train without --ema_decay)")
+        # Copied before prepare(): the copy must be of the plain model, not of its autocast or compiled wrappers.
+        ema = WeightEma.create(model.to(accelerator.device), args.ema_decay, args.ema_warmup)
     # The loaders must be sharded before the schedule is sized: each process sees 1/N of the batches.
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
     schedule = Schedule.of(len(train_loader), args)
     scheduler = build_scheduler(optimizer, args, schedule)
-    unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False, keep_torch_compile=False)
-    ema = WeightEma.create(unwrapped, args.ema_decay, args.ema_warmup) if args.ema_decay else None
     class_weights = None
     if args.class_weights == "balanced":
         class_weights = balanced_class_weights(train_labels, len(prepared.id2label)).to(accelerator.device)
