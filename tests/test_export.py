@@ -155,6 +155,7 @@ def test_options_without_a_stock_counterpart_are_refused_by_name(tmp_path: Path,
     config = vit_finetune.ViTConfig(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=1,
                                     num_attention_heads=2, intermediate_size=64, num_labels=2, **option)
     vit_finetune.ViTForImageClassification(config).save_pretrained(tmp_path / "model")
+    capsys.readouterr()  # what saving printed (transformers' progress bar, when it shows one)
     assert export_main([str(tmp_path / "model"), str(tmp_path / "out"), "--format", "transformers"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("vit-finetune export: error:") and field in err and "ViTForImageClassification" in err

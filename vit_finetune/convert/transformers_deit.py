@@ -19,6 +19,7 @@ import torch
 
 from ..modeling_vit import ViTForImageClassification
 from .transformers_common import config_dict, expect_class, finish, labels_of, layer_rules, refuse, rename_state_dict
+from .transformers_vit import VIT_LAYER_NAMES
 
 MODEL_TYPES = ("deit",)
 _CLASSES = {"DeiTModel": "backbone", "DeiTForImageClassification": "classifier"}
@@ -28,16 +29,8 @@ _REFUSED = {
                                              "feature) cannot represent; convert its backbone "
                                              "(DeiTModel, model.deit) or a DeiTForImageClassification",
 }
-_LAYER_NAMES = {
-    "layernorm_before": "norm1",
-    "layernorm_after": "norm2",
-    "attention.q_proj": "attention.q",
-    "attention.k_proj": "attention.k",
-    "attention.v_proj": "attention.v",
-    "attention.o_proj": "attention.proj",
-    "mlp.fc1": "mlp.fc1",
-    "mlp.fc2": "mlp.fc2",
-}
+# DeiT and ViT-MAE are transformers' ViT with other embeddings: its in-memory layer names.
+_LAYER_NAMES = VIT_LAYER_NAMES
 
 
 def config_from_deit(source: Any) -> dict[str, Any]:

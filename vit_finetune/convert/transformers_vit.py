@@ -20,16 +20,19 @@ from .build import build_model, merge_overrides, split_labels
 
 # Names of the per-layer weights of a transformers ViT, in memory (v5) and on disk (v4 and v5 checkpoints),
 # mapped to ours. Attention q/k/v are listed separately and fused afterwards.
-_TRANSFORMERS_LAYER_NAMES = {
+# transformers 5, in memory (also the names of its ViT copies: DeiT, ViT-MAE)
+VIT_LAYER_NAMES = {
     "layernorm_before": "norm1",
     "layernorm_after": "norm2",
-    # transformers 5, in memory
     "attention.q_proj": "attention.q",
     "attention.k_proj": "attention.k",
     "attention.v_proj": "attention.v",
     "attention.o_proj": "attention.proj",
     "mlp.fc1": "mlp.fc1",
     "mlp.fc2": "mlp.fc2",
+}
+_TRANSFORMERS_LAYER_NAMES = {
+    **VIT_LAYER_NAMES,
     # checkpoints on disk
     "attention.attention.query": "attention.q",
     "attention.attention.key": "attention.k",

@@ -17,19 +17,12 @@ import torch
 
 from ..modeling_vit import ViTForImageClassification
 from .transformers_common import config_dict, expect_class, finish, labels_of, layer_rules, refuse, rename_state_dict
+from .transformers_vit import VIT_LAYER_NAMES
 
 MODEL_TYPES = ("vit_mae",)
 _CLASSES = {"ViTMAEModel": "encoder", "ViTMAEForPreTraining": "pretraining"}
-_LAYER_NAMES = {
-    "layernorm_before": "norm1",
-    "layernorm_after": "norm2",
-    "attention.q_proj": "attention.q",
-    "attention.k_proj": "attention.k",
-    "attention.v_proj": "attention.v",
-    "attention.o_proj": "attention.proj",
-    "mlp.fc1": "mlp.fc1",
-    "mlp.fc2": "mlp.fc2",
-}
+# ViT-MAE's encoder is transformers' ViT with a fixed table: its in-memory layer names.
+_LAYER_NAMES = VIT_LAYER_NAMES
 
 
 def config_from_vit_mae(source: Any) -> dict[str, Any]:

@@ -3,7 +3,7 @@ folder's metrics.json: what it is, how faithful it is (the logits check, the int
 and how to run it with the format's own runtime.
 
 It does not carry `hub.model_card.GENERATED_MARKER`: `vit-finetune push` uploads it as written (the model card of
-our folders tells users to pass `trust_remote_code=True`, which a stock folder must not ask for).
+our folders tells users to load with remote code, which a stock folder must not ask for).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 folder, and the plan of its upload (the files `hub.push_to_hub` sends when given `plan=plan_export_upload`).
 
 `hub.upload_plan.plan_upload` is for our own folders (it insists on the remote code and regenerates our card,
-which tells users to pass `trust_remote_code=True`); an export folder holds only what `export_model` wrote, so
+which tells users to load with remote code); an export folder holds only what `export_model` wrote, so
 its plan is every file, the JSON records with local paths rewritten as a normal push does, and the export's own
 card regenerated for the repo id.
 """

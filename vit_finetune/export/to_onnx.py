@@ -59,6 +59,9 @@ def session(path: Path, threads: int | None = None):
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
+    # Idle intra-op threads otherwise spin for a while after each run, taking the cores from whatever runs next in
+    # the process (torch, another session; docs/export.md has the benchmark where it showed).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
