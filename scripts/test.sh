@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the test suite (~5 minutes on 2 cores; set-up, when .venv is missing, adds ~5). Sets up .venv first if it is missing.
+# Runs the test suite (~6 minutes on 2 cores; set-up, when .venv is missing, adds ~5). Sets up .venv first if it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || bash scripts/setup_env.sh

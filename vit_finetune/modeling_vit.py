@@ -772,7 +772,7 @@ class ViTModel(ViTPreTrainedModel):
 
 
 class ViTForImageClassification(ViTPreTrainedModel):
-    """ViTModel plus a linear head on the pooled output (the CLS token, or the mean of the patch tokens)."""
+    """ViTModel plus a linear head on the pooled output (see `ViTConfig.pooling`)."""
 
     def __init__(self, config: ViTConfig):
         super().__init__(config)
